@@ -1,0 +1,138 @@
+"""The `itdr` command line: catalog answers in the terminal, and the entry points of the bot itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from catalog import Catalog, UnknownVersion, load_catalog
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+
+def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(text())
+
+
+def cmd_why(args: argparse.Namespace, catalog: Catalog) -> int:
+    from bot import terminal
+
+    query = " ".join(args.name)
+    lookup = catalog.lookup(query)
+    if lookup.item is None:
+        data = {"error": "not_found", "query": lookup.query, "suggestions": [i.name for i in lookup.suggestions]}
+        _emit(args, data, lambda: terminal.render_not_found(catalog, lookup))
+        return EXIT_NOT_FOUND
+    item = lookup.item
+    _emit(args, item.to_json(), lambda: terminal.render_item(catalog, item))
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace, catalog: Catalog) -> int:
+    from bot import terminal
+
+    words = " ".join(args.words)
+    items = catalog.search(words, limit=args.limit)
+    _emit(
+        args,
+        [item.to_json() for item in items],
+        lambda: terminal.render_items(items, f"No item matches {words!r}. Try fewer or other words."),
+    )
+    return EXIT_OK if items else EXIT_NOT_FOUND
+
+
+def cmd_versions(args: argparse.Namespace, catalog: Catalog) -> int:
+    from bot import terminal
+
+    _emit(args, [r.to_json() for r in catalog.revisions], lambda: terminal.render_versions(catalog.revisions))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, catalog: Catalog) -> int:
+    from bot import terminal
+
+    diff = catalog.diff(args.from_version, args.to_version)
+    _emit(args, diff.to_json(), lambda: terminal.render_diff(catalog, diff))
+    return EXIT_OK
+
+
+def cmd_manifest(args: argparse.Namespace, catalog: Catalog) -> int:
+    version = catalog.revision(args.version).version if args.version else catalog.latest.version
+    access = catalog.required_resource_access(version)
+    # Always JSON: the output is meant to be pasted into an app registration manifest.
+    json.dump({"requiredResourceAccess": access}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
+    """The main job: for now, the answer to the most common question and the latest change."""
+    from bot import terminal
+
+    mail = catalog.lookup("Mail.ReadWrite").item
+    assert mail is not None
+    print(terminal.render_item(catalog, mail))
+    print("\n" + "─" * 40 + "\n")
+    print(terminal.render_diff(catalog, catalog.diff()))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="itdr",
+        description="Huntress Managed ITDR permissions: explain, search and compare the vendor's catalog.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    why = sub.add_parser("why", parents=[common], help="explain one permission or role (typos forgiven)")
+    why.add_argument("name", nargs="+", help="e.g. Mail.ReadWrite, 'Exchange Administrator'")
+    why.set_defaults(handler=cmd_why)
+
+    search = sub.add_parser("search", parents=[common], help="find items by words (purpose, flags, Microsoft text)")
+    search.add_argument("words", nargs="+", help="e.g. phishing, audit, CPV, future")
+    search.add_argument("--limit", type=int, default=10, help="most results to show (default 10)")
+    search.set_defaults(handler=cmd_search)
+
+    versions = sub.add_parser("versions", parents=[common], help="the document's revision history")
+    versions.set_defaults(handler=cmd_versions)
+
+    diff = sub.add_parser("diff", parents=[common], help="what changed between two revisions")
+    diff.add_argument("from_version", nargs="?", metavar="FROM", help="default: the revision before TO")
+    diff.add_argument("to_version", nargs="?", metavar="TO", help="default: the latest revision")
+    diff.set_defaults(handler=cmd_diff)
+
+    manifest = sub.add_parser(
+        "manifest", parents=[common], help="Entra requiredResourceAccess JSON for a revision (always JSON)"
+    )
+    manifest.add_argument("--version", help="revision, e.g. v5 (default: latest)")
+    manifest.set_defaults(handler=cmd_manifest)
+
+    start = sub.add_parser("start", parents=[common], help="run the main job")
+    start.set_defaults(handler=cmd_start)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, load_catalog())
+    except UnknownVersion as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": "unknown_version", "message": str(exc)}))
+        else:
+            print(f"itdr: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Plain-text renderings of catalog answers for the terminal (`itdr` without `--json`)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+
+from catalog import Catalog, Diff, Item, Lookup, Revision, Status
+
+WIDTH = 100
+STATUS_WORDS = {Status.active: "active", Status.future: "future use (not used yet)", Status.removed: "removed"}
+
+
+def _wrap(label: str, text: str) -> list[str]:
+    indent = " " * 14
+    lines = textwrap.wrap(text, WIDTH, initial_indent=f"{label:<14}", subsequent_indent=indent)
+    return lines or [label]
+
+
+def flags(item: Item) -> list[str]:
+    words = []
+    if item.cpv_only:
+        words.append("CPV integrations only")
+    if item.p2_only:
+        words.append("needs Entra ID P2")
+    if item.huntress_adds:
+        words.append("Huntress assigns it during onboarding")
+    return words
+
+
+def revision_label(catalog: Catalog, version: str) -> str:
+    revision = catalog.revision(version)
+    return f"{revision.version} ({revision.date.isoformat()}, {revision.title})"
+
+
+def render_item(catalog: Catalog, item: Item) -> str:
+    lines = [f"{item.name}  ·  {item.api_title} {item.kind_title}", ""]
+    lines += _wrap("Status", STATUS_WORDS[item.status])
+    introduced = revision_label(catalog, item.introduced_in)
+    if item.introduced_basis == "inferred":
+        introduced += "; the document lists nothing for v1, so this is inferred"
+    lines += _wrap("Introduced", introduced)
+    if item.removed_in:
+        lines += _wrap("Removed", revision_label(catalog, item.removed_in))
+    if item_flags := flags(item):
+        lines += _wrap("Flags", ", ".join(item_flags))
+    lines += _wrap("Purpose", f'"{item.purpose}" (vendor\'s words)' if item.purpose else "not in the current document")
+    meaning = item.microsoft
+    if meaning.display_name or meaning.description:
+        text = " — ".join(part for part in (meaning.display_name, meaning.description) if part)
+        if meaning.description_applies_to:
+            text += f" (Microsoft's text for {meaning.description_applies_to})"
+        lines += _wrap("Microsoft", text)
+    lines += _wrap("If missing", f"{item.impact.capability_title}: {item.impact.capability_summary}")
+    lines += _wrap("Privilege", item.impact.privilege.value)
+    lines += _wrap("Identifiers", ", ".join(f"{key} {value}" for key, value in _ids(item)))
+    for discrepancy in item.discrepancies:
+        lines += _wrap("Document", f"[{discrepancy.kind.replace('_', ' ')}] {discrepancy.message}")
+    return "\n".join(lines)
+
+
+def _ids(item: Item) -> Iterable[tuple[str, str]]:
+    labels = {
+        "resource_app_id": "resource appId",
+        "application_id": "app role id",
+        "delegated_id": "scope id",
+        "template_id": "role template id",
+        "management_role_name": "Exchange role",
+    }
+    for key, value in item.ids.model_dump(exclude_none=True).items():
+        yield labels[key], value
+
+
+def render_not_found(catalog: Catalog, lookup: Lookup) -> str:
+    if not lookup.suggestions:
+        return (
+            f"Nothing in the ITDR catalog is called {lookup.query!r}, and nothing is close.\n"
+            "Try `itdr search WORDS` (e.g. `itdr search audit`) to search purposes and descriptions."
+        )
+    best, *others = lookup.suggestions
+    lines = [f"Nothing in the ITDR catalog is called {lookup.query!r}. Closest match: {best.name}.", ""]
+    lines.append(render_item(catalog, best))
+    if others:
+        lines += ["", "Other close names: " + ", ".join(item.name for item in others)]
+    return "\n".join(lines)
+
+
+def render_item_line(item: Item) -> str:
+    tags = [STATUS_WORDS[item.status].split(" (")[0], *flags(item)]
+    purpose = item.purpose or item.microsoft.display_name or ""
+    return f"{item.name:<48} {item.api_title:<28} {'; '.join(tags)}\n    {textwrap.shorten(purpose, 92)}"
+
+
+def render_items(items: list[Item], empty: str) -> str:
+    return "\n".join(render_item_line(item) for item in items) if items else empty
+
+
+def render_versions(revisions: list[Revision]) -> str:
+    lines = []
+    for revision in reversed(revisions):
+        lines.append(f"{revision.version}  {revision.date.isoformat()}  {revision.title}")
+        basis = " (inferred)" if revision.added_basis == "inferred" else ""
+        lines.append(f"    added {len(revision.added)}{basis}, removed {len(revision.removed)}")
+        lines.extend(f"    note: {note}" for note in revision.notes)
+    return "\n".join(lines)
+
+
+def render_diff(catalog: Catalog, diff: Diff) -> str:
+    head = f"{revision_label(catalog, diff.from_version)}  →  {revision_label(catalog, diff.to_version)}"
+    lines = [head, ""]
+    if not diff.added and not diff.removed:
+        return head + "\n\nNo permission or role changed."
+    for sign, title, items in (("+", "Added", diff.added), ("-", "Removed", diff.removed)):
+        if not items:
+            continue
+        lines.append(f"{title} ({len(items)}):")
+        lines.extend(f"  {sign} {item.name:<58} {STATUS_WORDS[item.status].split(' (')[0]}" for item in items)
+        lines.append("")
+    return "\n".join(lines).rstrip()

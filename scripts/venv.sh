@@ -1,0 +1,32 @@
+# Sourced by ./run and ./test: make sure .venv exists and holds this project with the given extras.
+# Re-installs only when pyproject.toml changed since the last install, so repeated runs start fast.
+set -euo pipefail
+
+find_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "itdr-bot needs Python 3.11 or newer on PATH (found none)." >&2
+    return 1
+}
+
+ensure_venv() {
+    local extras="$1"
+    local stamp=".venv/.installed-${extras:-base}"
+    if [ ! -x .venv/bin/python ]; then
+        echo "Creating .venv (first run only)..." >&2
+        "$(find_python)" -m venv .venv
+    fi
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "Installing itdr-bot${extras:+ [$extras]} into .venv..." >&2
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}" >&2
+        echo "$want" >"$stamp"
+    fi
+}
