@@ -45,7 +45,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 def _read(name: str) -> Any:
     with (DATA_DIR / name).open(encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_Loader)  # noqa: S506 - a safe loader either way
+        return yaml.load(handle, Loader=_Loader)
 
 
 def _words(text: str) -> list[str]:
@@ -129,8 +129,8 @@ class Catalog:
     def search(self, text: str, limit: int = 10) -> list[Item]:
         """Items ranked by how well they match every word of `text`.
 
-        Words match names, purposes, Microsoft's text, the capability, and flags: "cpv", "p2", "future",
-        "active", "removed", "new", "role" select on the item's attributes as well as its words.
+        Words match names, purposes, Microsoft's text and the capability; the flag words "cpv", "p2",
+        "future", "active", "removed", "retired", "new" and "privileged" select on the item's attributes.
         """
         terms = [term for term in _words(_expand(text)) if term]
         if not terms:
@@ -236,7 +236,11 @@ def _term_score(term: str, item: Item, fields: dict[str, set[str]]) -> float:
         "new": item.new_marker,
         "privileged": item.impact.privilege.value == "privileged",
     }
-    score = 10.0 if flags.get(term) else 0.0
+    if term in flags:
+        # Flag words select on the attribute alone: "future" must not pull in active items whose purpose
+        # mentions a "(future)" extension.
+        return 10.0 if flags[term] else 0.0
+    score = 0.0
     for field, words in fields.items():
         if term in words:
             score += _FIELD_WEIGHTS[field]
