@@ -72,6 +72,27 @@ def cmd_manifest(args: argparse.Namespace, catalog: Catalog) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
+    import asyncio
+
+    from bot import terminal
+    from bot.microsoft.errors import InvalidTenant, MicrosoftError
+    from bot.readiness.runner import run_check
+    from bot.settings import Settings
+
+    try:
+        report = asyncio.run(run_check(Settings(), catalog, args.tenant, args.version, fresh=args.fresh))
+    except (InvalidTenant, MicrosoftError) as exc:
+        if args.json:
+            print(json.dumps({"error": "usage", "message": exc.message}))
+        else:
+            print(f"itdr: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    data = report.to_json()
+    _emit(args, data, lambda: terminal.render_report(data))
+    return {"ready": EXIT_OK, "degraded": EXIT_NOT_FOUND, "blocked": EXIT_NOT_FOUND}.get(data["verdict"], EXIT_USAGE)
+
+
 def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
     """The main job: for now, the answer to the most common question and the latest change."""
     from bot import terminal
@@ -115,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manifest.add_argument("--version", help="revision, e.g. v5 (default: latest)")
     manifest.set_defaults(handler=cmd_manifest)
+
+    check = sub.add_parser(
+        "check", parents=[common], help="tenant readiness: what the ITDR app really has, and what is missing"
+    )
+    check.add_argument("tenant", help="tenant id (GUID) or a verified domain, e.g. contoso.onmicrosoft.com")
+    check.add_argument("--version", help="catalog revision to check against (default: latest)")
+    check.add_argument("--fresh", action="store_true", help="ignore the cached result and ask Microsoft again")
+    check.set_defaults(handler=cmd_check)
 
     start = sub.add_parser("start", parents=[common], help="run the main job")
     start.set_defaults(handler=cmd_start)

@@ -117,3 +117,45 @@ def render_diff(catalog: Catalog, diff: Diff) -> str:
         lines.extend(f"  {sign} {item.name:<58} {STATUS_WORDS[item.status].split(' (')[0]}" for item in items)
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+VERDICT_LINES = {
+    "ready": "READY: every check passed.",
+    "degraded": "DEGRADED: today's job works, but future-use items, the P2 licence or warnings remain.",
+    "blocked": "BLOCKED: something the integration needs today is missing.",
+    "unknown": "UNKNOWN: some checks could not be completed; this is not a pass.",
+}
+_ORDER = {"fail": 0, "unknown": 1, "warn": 2, "pass": 3, "n/a": 4}
+_MARK = {"fail": "✗", "unknown": "?", "warn": "!", "pass": "✓", "n/a": "-"}
+
+
+def render_report(report: dict[str, object]) -> str:
+    """A check report (its JSON form), verdict first and failures first."""
+    tenant = report["tenant"]
+    assert isinstance(tenant, dict)
+    name = " ".join(str(part) for part in (tenant.get("name"), tenant.get("domain")) if part)
+    lines = [
+        f"Tenant {tenant['id']}" + (f" ({name})" if name else ""),
+        VERDICT_LINES[str(report["verdict"])],
+        f"Catalog {report['catalog_version']}; fully satisfied revision: {report['satisfied_version'] or 'none'}."
+        + (" (cached result; --fresh re-checks)" if report.get("cached") else ""),
+        "",
+    ]
+    items = sorted(report["items"], key=lambda item: _ORDER[item["status"]])  # type: ignore[arg-type,index]
+    shown_pass = 0
+    for item in items:
+        status = item["status"]
+        if status in ("pass", "n/a"):
+            shown_pass += 1
+            continue
+        lines += _wrap(f"{_MARK[status]} {status}", f"{item['title']}: {item['detail']}")
+        if item.get("why") and status != "unknown":
+            lines += _wrap("  why", item["why"])
+        if item.get("remediation"):
+            lines += _wrap("  fix", item["remediation"])
+    passed = sum(1 for item in items if item["status"] == "pass")
+    not_applicable = sum(1 for item in items if item["status"] == "n/a")
+    lines.append("")
+    lines.append(f"{passed} passed, {not_applicable} not applicable; {report['round_trips']} round trips in "
+                 f"{report['waves']} waves, {report['duration_ms']} ms.")
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""Reading a tenant's real grants from Microsoft in as few sequential waves as the APIs allow.
+
+Warm (tokens cached, the app's service principal id known): one wave, a Graph $batch and the Exchange cmdlets in
+parallel. Cold: OIDC discovery and tokens (msal), then Graph batch A (everything keyed by appId) with Exchange in
+parallel, then batch B (everything keyed by the service principal's object id): four waves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bot.microsoft.errors import MicrosoftError
+from bot.microsoft.exchange import ExchangeClient
+from bot.microsoft.graph import GraphClient, SubRequest, SubResponse, odata_string
+from bot.readiness.model import (
+    ConditionalAccessPolicy,
+    Reading,
+    ServicePrincipal,
+    TenantInfo,
+    TenantSnapshot,
+)
+from catalog import Api, Catalog
+
+log = logging.getLogger(__name__)
+
+# Entra ID P2's service plan (AAD_PREMIUM_P2), as listed in Microsoft's licensing service plan reference.
+P2_SERVICE_PLAN_ID = "eec0eb4f-6444-4f95-aba0-50c24d67f998"
+ORG_MANAGEMENT = "Organization Management"
+
+
+class JsonCache(Protocol):
+    async def get_json(self, key: str) -> Any: ...
+
+    async def set_json(self, key: str, value: Any, ttl: int) -> None: ...
+
+
+class WaveCounter:
+    """Counts sequential waves: calls started together (in one gather) are one wave."""
+
+    def __init__(self) -> None:
+        self.waves = 0
+
+    async def run(self, *calls: Awaitable[Any]) -> list[Any]:
+        self.waves += 1
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, MicrosoftError):
+        return error.message
+    return f"{type(error).__name__}"
+
+
+def _sub_error(response: SubResponse, what: str) -> str:
+    return f"Graph answered {response.status} to {what} ({response.error_code or 'error'}: {response.error_message})"
+
+
+class Collector:
+    """Builds a TenantSnapshot for one tenant. One instance serves many tenants and checks."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        graph_for: Callable[[str], GraphClient],
+        exchange: ExchangeClient,
+        target_app_id: str,
+        *,
+        cache: JsonCache | None = None,
+        cpv_mode: bool = False,
+        cache_scope: str = "",
+    ) -> None:
+        self.catalog = catalog
+        self.graph_for = graph_for
+        self.exchange = exchange
+        self.target_app_id = target_app_id
+        self.cache = cache
+        self.cpv_mode = cpv_mode
+        self.cache_scope = cache_scope  # e.g. the Graph host, so clouds never share cached ids
+        self.resources = [
+            catalog.resources[api]["app_id"]
+            for api in (Api.graph, Api.exchange, Api.o365_management, Api.partner_center)
+            if api is not Api.partner_center or cpv_mode
+        ]
+
+    # --- cache helpers ---------------------------------------------------------------------------
+
+    async def _cached(self, key: str) -> Any:
+        if self.cache is None:
+            return None
+        try:
+            return await self.cache.get_json(key)
+        except Exception as exc:  # a cache fault only costs a round trip
+            log.warning("readiness cache read failed: %s", type(exc).__name__)
+            return None
+
+    async def _remember(self, key: str, value: Any, ttl: int) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.set_json(key, value, ttl)
+        except Exception as exc:
+            log.warning("readiness cache write failed: %s", type(exc).__name__)
+
+    # --- collection ------------------------------------------------------------------------------
+
+    async def collect(self, tenant_id: str, waves: WaveCounter) -> TenantSnapshot:
+        graph = self.graph_for(tenant_id)
+        sp_key = f"sp:{self.cache_scope}:{tenant_id}:{self.target_app_id}"
+        known_sp_id = await self._cached(sp_key)
+
+        batch_a: list[SubRequest] = [
+            SubRequest("sp", f"/servicePrincipals(appId={odata_string(self.target_app_id)})"
+                             "?$select=id,appId,displayName,accountEnabled"),
+            SubRequest("org", "/organization?$select=id,displayName,verifiedDomains,assignedPlans"),
+            SubRequest("ca", "/identity/conditionalAccess/policies?$select=id,displayName,state,conditions,"
+                             "grantControls"),
+            SubRequest("secdefaults", "/policies/identitySecurityDefaultsEnforcementPolicy?$select=isEnabled"),
+        ]
+        # Resource service principals: their object ids differ per tenant, their app roles do not (per cloud),
+        # so the large appRoles arrays are fetched once and cached for every tenant.
+        resources_key = f"resources:{self.cache_scope}:{tenant_id}"
+        known_resources: dict[str, str] = await self._cached(resources_key) or {}
+        role_maps: dict[str, dict[str, str]] = {}
+        for index, app_id in enumerate(self.resources):
+            role_maps[app_id] = await self._cached(f"approles:{self.cache_scope}:{app_id}") or {}
+            if app_id in known_resources.values() and role_maps[app_id]:
+                continue
+            select = "id,appId" if role_maps[app_id] else "id,appId,appRoles"
+            batch_a.append(SubRequest(f"res{index}", f"/servicePrincipals(appId={odata_string(app_id)})"
+                                                       f"?$select={select}"))
+        if known_sp_id:
+            batch_a += self._by_sp_id(known_sp_id)
+
+        graph_result, exchange_result = await waves.run(graph.batch(batch_a), self._exchange(tenant_id))
+        if isinstance(graph_result, BaseException):
+            snapshot = TenantSnapshot.unreadable(TenantInfo(tenant_id), f"Graph: {_describe(graph_result)}")
+            self._apply_exchange(snapshot, exchange_result)
+            return snapshot
+        responses: dict[str, SubResponse] = graph_result
+        snapshot = TenantSnapshot(tenant=self._tenant_info(tenant_id, responses["org"]),
+                                  service_principal=self._service_principal(responses["sp"]))
+        self._apply_exchange(snapshot, exchange_result)
+        self._apply_org(snapshot, responses["org"])
+        self._apply_policies(snapshot, responses["ca"], responses["secdefaults"])
+        resource_ids = await self._resource_map(responses, known_resources, role_maps, resources_key)
+
+        sp = snapshot.service_principal.value
+        if sp is None:
+            return snapshot  # absent or unreadable: nothing is granted to check
+        await self._remember(sp_key, sp.id, 7 * 24 * 3600)
+        if known_sp_id == sp.id:
+            by_sp = {key: responses[key] for key in ("grants", "delegated", "roles") if key in responses}
+        else:  # cold, or the service principal was re-created with a new id
+            by_sp_result = (await waves.run(graph.batch(self._by_sp_id(sp.id))))[0]
+            if isinstance(by_sp_result, BaseException):
+                reason = f"Graph: {_describe(by_sp_result)}"
+                snapshot.app_roles, snapshot.directory_roles = Reading.failed(reason), Reading.failed(reason)
+                snapshot.delegated_scopes = Reading.failed(reason)
+                return snapshot
+            by_sp = by_sp_result
+        await self._follow_pages(graph, by_sp, waves)
+        self._apply_grants(snapshot, by_sp, resource_ids)
+        return snapshot
+
+    def _by_sp_id(self, sp_id: str) -> list[SubRequest]:
+        quoted = odata_string(sp_id)
+        requests = [
+            SubRequest("grants", f"/servicePrincipals/{sp_id}/appRoleAssignments?$select=appRoleId,resourceId"),
+            SubRequest("roles", f"/roleManagement/directory/roleAssignments?$filter=principalId eq {quoted}"
+                                "&$select=roleDefinitionId,directoryScopeId"),
+        ]
+        if self.cpv_mode:
+            requests.append(SubRequest("delegated", f"/oauth2PermissionGrants?$filter=clientId eq {quoted}"))
+        return requests
+
+    async def _follow_pages(self, graph: GraphClient, responses: dict[str, SubResponse], waves: WaveCounter) -> None:
+        """Collections larger than one page carry @odata.nextLink; fetch the rest (rare: a few hundred grants)."""
+        pending = {key: r for key, r in responses.items() if r.ok and isinstance(r.body, dict)
+                   and r.body.get("@odata.nextLink")}
+        if not pending:
+            return
+        results = await waves.run(*(graph.get_all_from(r.body["@odata.nextLink"]) for r in pending.values()))
+        for (key, response), rest in zip(pending.items(), results, strict=True):
+            if isinstance(rest, BaseException):
+                responses[key] = SubResponse(id=key, status=599, body={"error": {"code": "paging",
+                                             "message": _describe(rest)}})
+            else:
+                response.body["value"] = [*response.body.get("value", []), *rest]
+
+    # --- interpreting responses ------------------------------------------------------------------
+
+    @staticmethod
+    def _service_principal(response: SubResponse) -> Reading[ServicePrincipal | None]:
+        if response.status == 404:
+            return Reading(value=None)
+        if not response.ok:
+            return Reading.failed(_sub_error(response, "the ITDR app's service principal"))
+        body = response.body
+        return Reading(value=ServicePrincipal(id=body["id"], app_id=body["appId"],
+                                              display_name=body.get("displayName"),
+                                              enabled=bool(body.get("accountEnabled", True))))
+
+    @staticmethod
+    def _tenant_info(tenant_id: str, response: SubResponse) -> TenantInfo:
+        if not response.ok:
+            return TenantInfo(tenant_id)
+        orgs = response.body.get("value") or []
+        if not orgs:
+            return TenantInfo(tenant_id)
+        org = orgs[0]
+        domains = org.get("verifiedDomains") or []
+        default = next((d["name"] for d in domains if d.get("isDefault")), None)
+        initial = next((d["name"] for d in domains if d.get("isInitial")), None)
+        return TenantInfo(id=org.get("id", tenant_id), domain=default or initial, name=org.get("displayName"))
+
+    @staticmethod
+    def _apply_org(snapshot: TenantSnapshot, response: SubResponse) -> None:
+        if not response.ok:
+            snapshot.p2_licensed = Reading.failed(_sub_error(response, "the organization's licences"))
+            return
+        orgs = response.body.get("value") or []
+        plans = orgs[0].get("assignedPlans", []) if orgs else []
+        snapshot.p2_licensed = Reading(value=any(
+            plan.get("servicePlanId") == P2_SERVICE_PLAN_ID and plan.get("capabilityStatus") == "Enabled"
+            for plan in plans
+        ))
+
+    @staticmethod
+    def _apply_policies(snapshot: TenantSnapshot, ca: SubResponse, defaults: SubResponse) -> None:
+        if ca.ok:
+            policies = []
+            for raw in ca.body.get("value") or []:
+                conditions = raw.get("conditions") or {}
+                users = conditions.get("users") or {}
+                apps = conditions.get("applications") or {}
+                clients = conditions.get("clientApplications") or {}
+                controls = (raw.get("grantControls") or {}).get("builtInControls") or []
+                policies.append(ConditionalAccessPolicy(
+                    id=raw.get("id", ""), name=raw.get("displayName", "(unnamed)"), state=raw.get("state", ""),
+                    blocks="block" in controls,
+                    targets_all_users="All" in (users.get("includeUsers") or []),
+                    targets_all_apps="All" in (apps.get("includeApplications") or []),
+                    targets_service_principals=bool(clients.get("includeServicePrincipals")),
+                ))
+            snapshot.conditional_access = Reading(value=policies)
+        else:
+            snapshot.conditional_access = Reading.failed(_sub_error(ca, "Conditional Access policies"))
+        if defaults.ok:
+            snapshot.security_defaults = Reading(value=bool(defaults.body.get("isEnabled")))
+        else:
+            snapshot.security_defaults = Reading.failed(_sub_error(defaults, "Security Defaults"))
+
+    async def _resource_map(
+        self,
+        responses: dict[str, SubResponse],
+        known: dict[str, str],
+        role_maps: dict[str, dict[str, str]],
+        resources_key: str,
+    ) -> dict[str, tuple[str, dict[str, str]]]:
+        """Resource SP object id → (resource appId, app role value → id) as this tenant publishes them."""
+        object_ids = dict(known)  # object id → appId
+        for index, app_id in enumerate(self.resources):
+            response = responses.get(f"res{index}")
+            if response is None or not response.ok:
+                continue
+            object_ids[response.body["id"]] = app_id
+            if "appRoles" in response.body:
+                role_maps[app_id] = {role["value"]: role["id"] for role in response.body["appRoles"] or []
+                                     if role.get("value")}
+                await self._remember(f"approles:{self.cache_scope}:{app_id}", role_maps[app_id], 24 * 3600)
+        if object_ids != known:
+            await self._remember(resources_key, object_ids, 7 * 24 * 3600)
+        return {object_id: (app_id, role_maps.get(app_id, {})) for object_id, app_id in object_ids.items()}
+
+    def _apply_grants(self, snapshot: TenantSnapshot, responses: dict[str, SubResponse],
+                      resource_ids: dict[str, tuple[str, dict[str, str]]]) -> None:
+        grants = responses["grants"]
+        if not grants.ok:
+            snapshot.app_roles = Reading.failed(_sub_error(grants, "the app's granted permissions"))
+        else:
+            pairs: set[tuple[str, str]] = set()
+            for grant in grants.body.get("value") or []:
+                resource = resource_ids.get(grant.get("resourceId", ""))
+                if resource is None:
+                    continue  # a resource we do not check (or could not identify)
+                app_id, roles_by_value = resource
+                role_id = grant.get("appRoleId", "")
+                pairs.add((app_id, role_id))
+                # Where the tenant's resource publishes another id for a catalog name (sovereign clouds), the
+                # grant still satisfies the catalog's id for that name.
+                for value, tenant_role_id in roles_by_value.items():
+                    if tenant_role_id == role_id:
+                        catalog_item = self.catalog.get(value) if value else None
+                        if catalog_item and catalog_item.ids.application_id:
+                            pairs.add((app_id, catalog_item.ids.application_id))
+            snapshot.app_roles = Reading(value=frozenset(pairs))
+        roles = responses["roles"]
+        if not roles.ok:
+            snapshot.directory_roles = Reading.failed(_sub_error(roles, "the app's directory roles"))
+        else:
+            snapshot.directory_roles = Reading(value=frozenset(
+                assignment.get("roleDefinitionId", "") for assignment in roles.body.get("value") or []
+                if assignment.get("directoryScopeId", "/") == "/"
+            ))
+        delegated = responses.get("delegated")
+        if delegated is None:
+            snapshot.delegated_scopes = Reading(value={})
+        elif not delegated.ok:
+            snapshot.delegated_scopes = Reading.failed(_sub_error(delegated, "the app's delegated grants"))
+        else:
+            scopes: dict[str, frozenset[str]] = {}
+            for grant in delegated.body.get("value") or []:
+                resource = resource_ids.get(grant.get("resourceId", ""))
+                if resource is None or grant.get("consentType") != "AllPrincipals":
+                    continue
+                app_id = resource[0]
+                scopes[app_id] = scopes.get(app_id, frozenset()) | frozenset((grant.get("scope") or "").split())
+            snapshot.delegated_scopes = Reading(value=scopes)
+
+    # --- Exchange ---------------------------------------------------------------------------------
+
+    async def _exchange(self, tenant_id: str) -> dict[str, Any]:
+        audit, org, roles = await asyncio.gather(
+            self.exchange.invoke(tenant_id, "Get-AdminAuditLogConfig", select=["UnifiedAuditLogIngestionEnabled"]),
+            self.exchange.invoke(tenant_id, "Get-OrganizationConfig", select=["IsDehydrated"]),
+            self.exchange.invoke(tenant_id, "Get-ManagementRoleAssignment",
+                                 {"RoleAssignee": ORG_MANAGEMENT, "Delegating": False}),
+            return_exceptions=True,
+        )
+        return {"audit": audit, "org": org, "roles": roles}
+
+    @staticmethod
+    def _apply_exchange(snapshot: TenantSnapshot, result: Any) -> None:
+        if isinstance(result, BaseException):
+            reason = _describe(result)
+            snapshot.audit_log_enabled = snapshot.dehydrated = Reading.failed(reason)
+            snapshot.org_management_roles = Reading.failed(reason)
+            return
+        audit, org, roles = result["audit"], result["org"], result["roles"]
+        snapshot.audit_log_enabled = (
+            Reading.failed(f"Exchange: {_describe(audit)}") if isinstance(audit, BaseException)
+            else Reading(value=bool(audit and audit[0].get("UnifiedAuditLogIngestionEnabled")))
+            if audit else Reading.failed("Exchange returned no audit log configuration")
+        )
+        snapshot.dehydrated = (
+            Reading.failed(f"Exchange: {_describe(org)}") if isinstance(org, BaseException)
+            else Reading(value=bool(org[0].get("IsDehydrated"))) if org
+            else Reading.failed("Exchange returned no organization configuration")
+        )
+        if isinstance(roles, BaseException):
+            snapshot.org_management_roles = Reading.failed(f"Exchange: {_describe(roles)}")
+        else:
+            names = set()
+            for assignment in roles:
+                if assignment.get("RoleAssigneeName", ORG_MANAGEMENT) != ORG_MANAGEMENT:
+                    continue
+                role = str(assignment.get("Role") or "")
+                # The role may come back as an identity path; compare on its last segment.
+                names.add(role.replace("/", "\\").rsplit("\\", 1)[-1])
+            snapshot.org_management_roles = Reading(value=frozenset(names))

@@ -1,0 +1,327 @@
+"""Turning a tenant snapshot into checks and a verdict. Pure: no I/O, so every rule is tested directly."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bot.readiness.model import (
+    CheckItem,
+    CheckStatus,
+    Reading,
+    Report,
+    ServicePrincipal,
+    TenantSnapshot,
+    Verdict,
+)
+from catalog import Catalog, Item, Kind, Status
+
+
+class Remedies:
+    """Concrete fixes, built from the configured endpoints so national clouds get their own URLs."""
+
+    def __init__(self, authority_host: str, target_app_id: str) -> None:
+        self.authority_host = authority_host.rstrip("/")
+        self.target_app_id = target_app_id
+
+    def admin_consent_url(self, tenant_id: str) -> str:
+        # The v1 admin-consent endpoint grants every permission configured on the app registration at once.
+        return f"{self.authority_host}/{quote(tenant_id, safe='')}/adminconsent?client_id={self.target_app_id}"
+
+    def consent(self, tenant_id: str, what: str) -> str:
+        return (
+            f"A Global Administrator of the tenant grants admin consent to the ITDR app ({what}): "
+            f"{self.admin_consent_url(tenant_id)}"
+        )
+
+    @staticmethod
+    def directory_role(item: Item, sp: ServicePrincipal | None) -> str:
+        who = f"'{sp.display_name}'" if sp and sp.display_name else "the ITDR app's service principal"
+        principal = sp.id if sp else "<service principal id>"
+        return (
+            f"Entra admin center → Roles & admins → {item.name} → Add assignments → {who}. "
+            f"PowerShell: New-MgRoleManagementDirectoryRoleAssignment -PrincipalId {principal} "
+            f"-RoleDefinitionId {item.ids.template_id} -DirectoryScopeId '/'"
+        )
+
+    @staticmethod
+    def role_group_role(item: Item) -> str:
+        return (
+            "Exchange Online PowerShell: "
+            f'New-ManagementRoleAssignment -SecurityGroup "Organization Management" -Role "{item.name}"'
+        )
+
+
+def _why(item: Item) -> str:
+    return f"{item.impact.capability_title}: {item.impact.capability_summary}"
+
+
+def _unknown(check_id: str, title: str, reading: Reading[object], **extra: object) -> CheckItem:
+    return CheckItem(
+        id=check_id, status=CheckStatus.unknown, title=title,
+        detail=f"Could not check: {reading.error}", **extra,  # type: ignore[arg-type]
+    )
+
+
+def _missing_status(item: Item) -> tuple[CheckStatus, bool]:
+    """A missing active item blocks today's job; a missing future-use item only degrades."""
+    if item.status is Status.active:
+        return CheckStatus.failed, True
+    return CheckStatus.warn, False
+
+
+def evaluate(
+    snapshot: TenantSnapshot,
+    catalog: Catalog,
+    version: str,
+    remedies: Remedies,
+    *,
+    cpv_mode: bool = False,
+) -> Report:
+    revision = catalog.revision(version)
+    tenant_id = snapshot.tenant.id
+    items: list[CheckItem] = []
+    sp_reading = snapshot.service_principal
+    sp = sp_reading.value
+
+    # 1. The service principal: nothing else can be granted without it.
+    if not sp_reading.known:
+        items.append(_unknown("service_principal", "ITDR app present in the tenant", sp_reading, blocking=True))
+    elif sp is None:
+        items.append(CheckItem(
+            id="service_principal", status=CheckStatus.failed, title="ITDR app present in the tenant",
+            detail="The ITDR app has no service principal in this tenant: it was never consented or was deleted.",
+            remediation=remedies.consent(tenant_id, "this creates the service principal and grants permissions"),
+            why="Without it the integration cannot sign in to the tenant at all.", blocking=True,
+        ))
+    elif not sp.enabled:
+        items.append(CheckItem(
+            id="service_principal", status=CheckStatus.failed, title="ITDR app enabled in the tenant",
+            detail=f"The service principal '{sp.display_name}' exists but is disabled (accountEnabled=false).",
+            remediation="Entra admin center → Enterprise applications → the ITDR app → Properties → "
+                        "Enabled for users to sign in: Yes.",
+            why="A disabled service principal cannot get tokens, so every ITDR function stops.", blocking=True,
+        ))
+    else:
+        items.append(CheckItem(
+            id="service_principal", status=CheckStatus.passed, title="ITDR app present in the tenant",
+            detail=f"'{sp.display_name}' is present and enabled (object id {sp.id}).",
+        ))
+    no_sp = sp_reading.known and sp is None
+
+    required = catalog.items_at(revision.version)
+
+    # 2. Permissions and roles, item by item.
+    for item in required:
+        items.append(_check_item(item, snapshot, remedies, tenant_id, sp, no_sp=no_sp, cpv_mode=cpv_mode))
+
+    # 3. Exchange prerequisites.
+    items.append(_boolean_check(
+        "exchange.audit_log", "Unified audit log ingestion", snapshot.audit_log_enabled, want=True,
+        ok="Unified audit log ingestion is on.",
+        bad="Unified audit log ingestion is off, so no audit events are recorded for Huntress to read.",
+        remediation="Exchange Online PowerShell: Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $true "
+                    "(events can take up to 24 hours to flow afterwards).",
+        why="Log and event ingest: the Office 365 Management API has nothing to deliver without the audit log.",
+        blocking=True,
+    ))
+    items.append(_boolean_check(
+        "exchange.hydration", "Exchange organization customization (hydration)", snapshot.dehydrated, want=False,
+        ok="The organization is hydrated (customization enabled).",
+        bad="The Exchange organization is dehydrated: audit and role changes cannot be made until it is hydrated.",
+        remediation="Exchange Online PowerShell: Enable-OrganizationCustomization (then re-check after a few "
+                    "minutes).",
+        why="Huntress cannot enable auditing or restore roles in a dehydrated organization.",
+        blocking=True,
+    ))
+
+    # 4. Licence and policies that only warn.
+    items.append(_p2_check(snapshot, catalog, revision.version))
+    items.extend(_policy_checks(snapshot))
+
+    verdict = _verdict(items)
+    return Report(
+        tenant=snapshot.tenant,
+        catalog_version=revision.version,
+        satisfied_version=_satisfied_version(snapshot, catalog, cpv_mode),
+        verdict=verdict,
+        items=items,
+    )
+
+
+def holds(item: Item, snapshot: TenantSnapshot) -> bool | None:
+    """Whether the tenant grants `item` to the ITDR app; None when the fact could not be read."""
+    sp = snapshot.service_principal
+    if item.kind is Kind.role_group_role:
+        roles = snapshot.org_management_roles
+        return None if not roles.known or roles.value is None else item.name in roles.value
+    if not sp.known:
+        return None
+    if sp.value is None:
+        return False  # nothing can be granted to an app that is not in the tenant
+    if item.kind is Kind.directory_role:
+        held = snapshot.directory_roles
+        return None if not held.known or held.value is None else item.ids.template_id in held.value
+    if item.kind is Kind.application_permission:
+        granted = snapshot.app_roles
+        key = (item.ids.resource_app_id, item.ids.application_id)
+        return None if not granted.known or granted.value is None else key in granted.value
+    delegated = snapshot.delegated_scopes
+    if not delegated.known or delegated.value is None:
+        return None
+    return item.name in delegated.value.get(item.ids.resource_app_id or "", frozenset())
+
+
+_FOUND_TEXT = {
+    Kind.directory_role: ("The ITDR app holds this role.", "The ITDR app does not hold this role."),
+    Kind.role_group_role: ("The Organization Management role group has this role.",
+                           "The Organization Management role group lacks this role."),
+    Kind.application_permission: ("Granted (admin consent present).", "Not granted to the ITDR app."),
+    Kind.delegated_permission: ("Delegated grant present.", "No delegated grant for this scope."),
+}
+
+
+def _reading_for(item: Item, snapshot: TenantSnapshot) -> Reading[object]:
+    if not snapshot.service_principal.known and item.kind is not Kind.role_group_role:
+        return snapshot.service_principal  # type: ignore[return-value]
+    return {  # type: ignore[return-value]
+        Kind.directory_role: snapshot.directory_roles,
+        Kind.role_group_role: snapshot.org_management_roles,
+        Kind.application_permission: snapshot.app_roles,
+        Kind.delegated_permission: snapshot.delegated_scopes,
+    }[item.kind]
+
+
+def _check_item(
+    item: Item,
+    snapshot: TenantSnapshot,
+    remedies: Remedies,
+    tenant_id: str,
+    sp: ServicePrincipal | None,
+    *,
+    no_sp: bool,
+    cpv_mode: bool,
+) -> CheckItem:
+    check_id = f"{item.api.value}.{item.name}"
+    base = {"catalog_name": item.name, "group": item.api.value, "why": _why(item)}
+    title = f"{item.name} ({item.api_title} {item.kind_title})"
+    if item.cpv_only and not cpv_mode:
+        return CheckItem(id=check_id, status=CheckStatus.not_applicable, title=title,
+                         detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE).", **base)
+    missing_status, blocking = _missing_status(item)
+    held = holds(item, snapshot)
+    if held is None:
+        reason = _reading_for(item, snapshot).error or "no data"
+        return CheckItem(id=check_id, status=CheckStatus.unknown, title=title, detail=f"Could not check: {reason}",
+                         blocking=blocking, **base)
+    found_text, missing_text = _FOUND_TEXT[item.kind]
+    if held:
+        return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=found_text, **base)
+    if no_sp and item.kind is not Kind.role_group_role:
+        missing_text = "Not granted: the ITDR app is not in the tenant."
+        remediation = remedies.consent(tenant_id, "creates the app and grants its permissions")
+    elif item.kind is Kind.directory_role:
+        remediation = remedies.directory_role(item, sp)
+    elif item.kind is Kind.role_group_role:
+        remediation = remedies.role_group_role(item)
+    else:
+        remediation = remedies.consent(tenant_id, f"includes {item.name}")
+    if item.status is Status.future:
+        missing_text += " It is for future use, so nothing breaks today."
+    return CheckItem(id=check_id, status=missing_status, title=title, detail=missing_text, remediation=remediation,
+                     blocking=blocking, **base)
+
+
+def _boolean_check(
+    check_id: str, title: str, reading: Reading[bool], *, want: bool, ok: str, bad: str, remediation: str,
+    why: str, blocking: bool,
+) -> CheckItem:
+    if not reading.known or reading.value is None:
+        return _unknown(check_id, title, reading, group="exchange_org", why=why, blocking=blocking)
+    if reading.value == want:
+        return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=ok, group="exchange_org")
+    return CheckItem(id=check_id, status=CheckStatus.failed, title=title, detail=bad, remediation=remediation,
+                     why=why, group="exchange_org", blocking=blocking)
+
+
+def _p2_check(snapshot: TenantSnapshot, catalog: Catalog, version: str) -> CheckItem:
+    dependent = [item.name for item in catalog.items_at(version) if item.p2_only]
+    why = f"Only the P2-only items depend on it: {', '.join(dependent)} (Microsoft risk-based alerts)."
+    title = "Microsoft Entra ID P2 licence"
+    reading = snapshot.p2_licensed
+    if not reading.known or reading.value is None:
+        return _unknown("licence.p2", title, reading, group="licence", why=why)
+    if reading.value:
+        return CheckItem(id="licence.p2", status=CheckStatus.passed, title=title,
+                         detail="An enabled Entra ID P2 service plan is present.", group="licence")
+    return CheckItem(
+        id="licence.p2", status=CheckStatus.warn, title=title,
+        detail="No enabled Entra ID P2 service plan (AAD_PREMIUM_P2): risk-based alerts will not be ingested.",
+        remediation="Add Microsoft Entra ID P2 (alone or in a suite such as Microsoft 365 E5) to the tenant.",
+        why=why, group="licence",
+    )
+
+
+def _policy_checks(snapshot: TenantSnapshot) -> list[CheckItem]:
+    checks: list[CheckItem] = []
+    why = "A policy that blocks sign-ins or workload identities can stop onboarding or the app's own access."
+    reading = snapshot.conditional_access
+    title = "Conditional Access policies that could block onboarding"
+    if not reading.known or reading.value is None:
+        checks.append(_unknown("policy.conditional_access", title, reading, group="policy", why=why))
+    else:
+        risky = [
+            policy for policy in reading.value
+            if policy.state == "enabled" and policy.blocks
+            and (policy.targets_all_users or policy.targets_all_apps or policy.targets_service_principals)
+        ]
+        if risky:
+            names = ", ".join(f"'{policy.name}'" for policy in risky)
+            checks.append(CheckItem(
+                id="policy.conditional_access", status=CheckStatus.warn, title=title,
+                detail=f"{len(risky)} enabled blocking polic{'y' if len(risky) == 1 else 'ies'} with a broad "
+                       f"scope: {names}.",
+                remediation="Entra admin center → Protection → Conditional Access: review these policies and "
+                            "exclude the onboarding admin (and the ITDR service principal where targeted).",
+                why=why, group="policy",
+            ))
+        else:
+            checks.append(CheckItem(id="policy.conditional_access", status=CheckStatus.passed, title=title,
+                                    detail="No enabled blocking policy with a broad scope.", group="policy"))
+    defaults = snapshot.security_defaults
+    title = "Security Defaults"
+    if not defaults.known or defaults.value is None:
+        checks.append(_unknown("policy.security_defaults", title, defaults, group="policy"))
+    elif defaults.value:
+        checks.append(CheckItem(
+            id="policy.security_defaults", status=CheckStatus.warn, title=title,
+            detail="Security Defaults are on: the admin who onboards must complete MFA, and Conditional Access "
+                   "policies cannot be used alongside them.",
+            remediation="Make sure the onboarding Global Administrator has MFA registered before consenting.",
+            group="policy",
+        ))
+    else:
+        checks.append(CheckItem(id="policy.security_defaults", status=CheckStatus.passed, title=title,
+                                detail="Security Defaults are off.", group="policy"))
+    return checks
+
+
+def _verdict(items: list[CheckItem]) -> Verdict:
+    # A certain blocking failure wins even when other checks could not run; otherwise a check that could not
+    # run makes the verdict unknown: a Microsoft fault must never read as "ready".
+    if any(item.status is CheckStatus.failed and item.blocking for item in items):
+        return Verdict.blocked
+    if any(item.status is CheckStatus.unknown for item in items):
+        return Verdict.unknown
+    if any(item.status in (CheckStatus.failed, CheckStatus.warn) for item in items):
+        return Verdict.degraded
+    return Verdict.ready
+
+
+def _satisfied_version(snapshot: TenantSnapshot, catalog: Catalog, cpv_mode: bool) -> str | None:
+    """The newest revision whose every (non-CPV, unless CPV mode) item the tenant grants."""
+    satisfied = None
+    for revision in catalog.revisions:
+        needed = [item for item in catalog.items_at(revision.version) if cpv_mode or not item.cpv_only]
+        if all(holds(item, snapshot) is True for item in needed):
+            satisfied = revision.version
+    return satisfied

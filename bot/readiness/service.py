@@ -1,0 +1,171 @@
+"""The readiness check end to end: validate the tenant, get tokens, collect, evaluate, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.microsoft.errors import (
+    AppNotInTenant,
+    BadClientSecret,
+    MicrosoftError,
+    MissingServicePrincipal,
+    TenantNotFound,
+    TokenError,
+)
+from bot.microsoft.exchange import ExchangeClient
+from bot.microsoft.graph import GraphClient
+from bot.microsoft.http import MicrosoftHttp, build_async_client, track_round_trips
+from bot.microsoft.tenant import TenantRef, parse_tenant
+from bot.microsoft.tokens import Resource, TokenProvider
+from bot.readiness.collect import Collector, JsonCache, WaveCounter
+from bot.readiness.evaluate import Remedies, evaluate
+from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot
+from bot.settings import Settings
+from catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+class StoreCache:
+    """JSON values in the bot's Redis store; every fault is reported to the caller, who carries on."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def get_json(self, key: str) -> Any:
+        raw = await self.store.get_value(key)
+        return None if raw is None else json.loads(raw)
+
+    async def set_json(self, key: str, value: Any, ttl: int) -> None:
+        await self.store.set_value(key, json.dumps(value, separators=(",", ":")), ttl)
+
+
+@dataclass
+class CheckRequest:
+    tenant: TenantRef
+    version: str
+    fresh: bool = False
+
+
+class ReadinessService:
+    """One per process: shares the httpx client, msal apps and caches across every check."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        cache: JsonCache | None = None,
+        http: MicrosoftHttp | None = None,
+        tokens: TokenProvider | None = None,
+        priority: str | None = "high",
+    ) -> None:
+        if not settings.itdr_target_app_id and not settings.itdr_client_id:
+            raise MicrosoftError("Set ITDR_TARGET_APP_ID (or ITDR_CLIENT_ID when the bot runs as the ITDR app).")
+        self.settings = settings
+        self.catalog = catalog
+        self.cache = cache
+        self.http = http or MicrosoftHttp(build_async_client(settings.itdr_http_timeout_seconds))
+        self.tokens = tokens or TokenProvider(settings)
+        self.target_app_id = (settings.itdr_target_app_id or settings.itdr_client_id or "").lower()
+        # When the bot signs in as the ITDR app itself, "app not in tenant" is the answer, not a fault.
+        self.self_check = self.target_app_id == (settings.itdr_client_id or "").lower()
+        self.remedies = Remedies(settings.authority_host, self.target_app_id)
+        self.collector = Collector(
+            catalog,
+            lambda tenant: GraphClient(self.http, self.tokens, settings, tenant, priority=priority),
+            ExchangeClient(self.http, self.tokens, settings),
+            self.target_app_id,
+            cache=cache,
+            cpv_mode=settings.itdr_cpv_mode,
+            cache_scope=settings.graph_url.split("://", 1)[-1],
+        )
+
+    def request(self, tenant: str, version: str | None = None, *, fresh: bool = False) -> CheckRequest:
+        """Validate user input before anything reaches a URL: raises InvalidTenant / UnknownVersion."""
+        revision = self.catalog.revision(version) if version else self.catalog.latest
+        return CheckRequest(parse_tenant(tenant), revision.version, fresh)
+
+    def _report_key(self, request: CheckRequest) -> str:
+        return f"check:{self.settings.graph_url.split('://', 1)[-1]}:{request.tenant.value}:{request.version}"
+
+    async def check(self, tenant: str, version: str | None = None, *, fresh: bool = False) -> Report:
+        return await self.run(self.request(tenant, version, fresh=fresh))
+
+    async def run(self, request: CheckRequest) -> Report:
+        key = self._report_key(request)
+        if not request.fresh and self.cache is not None:
+            try:
+                cached = await self.cache.get_json(key)
+            except Exception as exc:  # Redis down: check live instead
+                log.warning("readiness cache unavailable: %s", type(exc).__name__)
+                cached = None
+            if cached:
+                report = Report.from_json(cached)
+                report.cached = True
+                return report
+        if request.fresh:
+            self.tokens.forget(request.tenant)  # msal caches token errors for 60 s; a re-check must not see them
+
+        started = time.perf_counter()
+        waves = WaveCounter()
+        with track_round_trips() as trips:
+            snapshot = await self._snapshot(request.tenant, waves)
+        report = evaluate(snapshot, self.catalog, request.version, self.remedies, cpv_mode=self.settings.itdr_cpv_mode)
+        report.round_trips = trips.total
+        report.waves = waves.waves
+        report.duration_ms = round((time.perf_counter() - started) * 1000)
+        report.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.cache is not None and report.verdict.value != "unknown":
+            try:  # an "unknown" is never cached: the next try should ask Microsoft again
+                await self.cache.set_json(key, report.to_json(), self.settings.itdr_check_ttl_seconds)
+            except Exception as exc:
+                log.warning("readiness cache write failed: %s", type(exc).__name__)
+        return report
+
+    async def _snapshot(self, tenant: TenantRef, waves: WaveCounter) -> TenantSnapshot:
+        # Wave 0 (cold only): discovery and tokens for Graph and Exchange, in parallel.
+        before = self.tokens.token_requests
+        results = await asyncio.gather(
+            self.tokens.get_token(tenant, Resource.GRAPH),
+            self.tokens.get_token(tenant, Resource.EXCHANGE),
+            return_exceptions=True,
+        )
+        if self.tokens.token_requests > before:
+            waves.waves += 1
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            return self._token_failure(tenant, failure)
+        tenant_id = await self.tokens.tenant_id(tenant)
+        return await self.collector.collect(tenant_id, waves)
+
+    def _token_failure(self, tenant: TenantRef, error: BaseException) -> TenantSnapshot:
+        info = TenantInfo(id=tenant.value, domain=None if tenant.is_guid else tenant.value)
+        if isinstance(error, AppNotInTenant | MissingServicePrincipal) and self.self_check:
+            # Exchange role group contents stay unknown: without a token nothing else can be read.
+            snapshot = TenantSnapshot.unreadable(info, "the ITDR app is not in the tenant, so nothing can be read")
+            snapshot.service_principal = Reading(value=None)
+            return snapshot
+        if isinstance(error, TenantNotFound):
+            reason = f"Microsoft does not know the tenant '{tenant.value}' (AADSTS90002): check the spelling."
+        elif isinstance(error, AppNotInTenant | MissingServicePrincipal):
+            reason = (f"the checking app ({self.settings.itdr_client_id}) is not consented in this tenant, so it "
+                      f"cannot read its grants ({type(error).__name__}).")
+        elif isinstance(error, BadClientSecret):
+            reason = "the bot's own client secret was rejected (expired or wrong): an operator must renew it."
+        elif isinstance(error, TokenError | MicrosoftError):
+            reason = error.message
+        else:
+            log.exception("unexpected error getting tokens", exc_info=error)
+            reason = f"unexpected error ({type(error).__name__})"
+        return TenantSnapshot.unreadable(info, reason)
+
+    async def aclose(self) -> None:
+        await self.http.client.aclose()
+        self.tokens.close()
