@@ -94,15 +94,10 @@ def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
-    """The main job: for now, the answer to the most common question and the latest change."""
-    from bot import terminal
+    """The main job: the Slack bot when Slack tokens are set, the console (same app, in the terminal) otherwise."""
+    from bot.cli_slack import start_main_job
 
-    mail = catalog.lookup("Mail.ReadWrite").item
-    assert mail is not None
-    print(terminal.render_item(catalog, mail))
-    print("\n" + "─" * 40 + "\n")
-    print(terminal.render_diff(catalog, catalog.diff()))
-    return EXIT_OK
+    return start_main_job()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,14 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--fresh", action="store_true", help="ignore the cached result and ask Microsoft again")
     check.set_defaults(handler=cmd_check)
 
-    start = sub.add_parser("start", parents=[common], help="run the main job")
+    start = sub.add_parser(
+        "start", help="run the bot (Slack tokens set) or the console (no tokens); what ./run does"
+    )
     start.set_defaults(handler=cmd_start)
+
+    from bot.cli_slack import add_commands
+
+    add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "func"):  # the Slack entry points load their own settings and catalog
+        return int(args.func(args))
     try:
         return args.handler(args, load_catalog())
     except UnknownVersion as exc:

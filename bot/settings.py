@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     itdr_cpv_mode: bool = False
     itdr_check_ttl_seconds: int = Field(default=900, ge=0)
     itdr_http_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Our own (publisher) tenant GUID, sent as PublisherIdentifier to the Management Activity API
+    # so its quota is metered for us rather than shared with every caller that omits it.
+    itdr_publisher_identifier: str | None = None
 
     @field_validator("slack_api_url")
     @classmethod

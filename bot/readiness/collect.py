@@ -182,7 +182,7 @@ class Collector:
                    and r.body.get("@odata.nextLink")}
         if not pending:
             return
-        results = await waves.run(*(graph.get_all_from(r.body["@odata.nextLink"]) for r in pending.values()))
+        results = await waves.run(*(graph.get_rest(r.body["@odata.nextLink"]) for r in pending.values()))
         for (key, response), rest in zip(pending.items(), results, strict=True):
             if isinstance(rest, BaseException):
                 responses[key] = SubResponse(id=key, status=599, body={"error": {"code": "paging",

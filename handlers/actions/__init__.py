@@ -1,0 +1,23 @@
+"""Block action (button) listeners."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from handlers.actions.ask import handle_ask_action
+from handlers.actions.home_show import handle_home_show_action
+from handlers.actions.share import handle_share_action
+from handlers.actions.show_more import handle_show_more_action
+from handlers.ids import ActionId, action_pattern
+
+LISTENERS = {
+    ActionId.SHARE: handle_share_action,
+    ActionId.ASK: handle_ask_action,
+    ActionId.SHOW_MORE: handle_show_more_action,
+    ActionId.HOME_SHOW: handle_home_show_action,
+}
+
+
+def register(app: AsyncApp) -> None:
+    for action_id, listener in LISTENERS.items():
+        app.action(action_pattern(action_id))(listener)

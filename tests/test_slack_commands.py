@@ -1,0 +1,136 @@
+"""`/itdr` sub-commands end to end: signed slash commands over real HTTP to the app served by uvicorn,
+answers checked where Slack would receive them (the fake's response_url)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.fakes.slack import RESPONSE, FakeSlack
+from tests.fakes.slack_client import SlackSim, all_action_ids, find_button
+
+
+async def ask(slack: SlackSim, fake: FakeSlack, text: str, *, count: int = 1) -> dict:
+    """Send `/itdr text`, check the ack (200, empty, < 3 s) and return the answer posted to the response_url."""
+    started = time.monotonic()
+    response, form = await slack.command(text)
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started < 3, "Slack needs the ack within 3 s"
+    assert response.text == "", "the answer goes to the response_url, not into the ack"
+    rid = form["response_url"].rsplit("/", 1)[1]
+    calls = await fake.wait_for(RESPONSE, count=count)
+    mine = [c for c in calls if c.path.endswith(rid)]
+    assert mine, "no answer on this command's response_url"
+    return mine[-1].args
+
+
+def block_text(blocks: list[dict]) -> str:
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+class TestWhy:
+    async def test_known_permission(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why Mail.ReadWrite")
+        assert answer["response_type"] == "ephemeral"
+        assert answer["text"].startswith("Mail.ReadWrite: Microsoft Graph application permission")
+        text = block_text(answer["blocks"])
+        for part in (
+            "Why Huntress needs it",
+            "What Microsoft says it allows",
+            "If it is missing",
+            "Introduced in",
+            "Status:",
+            "Privilege:",
+        ):
+            assert part in text
+        assert answer["blocks"][0] == {
+            "type": "header",
+            "block_id": "itdr-header",
+            "text": {"type": "plain_text", "text": "Mail.ReadWrite"},
+        }
+        assert find_button(answer["blocks"], "itdr-share")["value"] == '{"c":"why","a":["Mail.ReadWrite"]}'
+
+    async def test_case_insensitive_and_role_names(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why exchange administrator")
+        assert answer["blocks"][0]["text"]["text"] == "Exchange Administrator"
+        assert "directory role" in answer["text"]
+
+    async def test_discrepancies_are_shown(self, slack: SlackSim, fake_slack: FakeSlack):
+        from catalog import load_catalog
+
+        item = next(i for i in load_catalog().items if i.discrepancies)
+        answer = await ask(slack, fake_slack, f"why {item.name}")
+        assert "Discrepancy" in block_text(answer["blocks"])
+
+    async def test_typo_offers_did_you_mean_buttons(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why mail.readwite")
+        assert "Did you mean" in answer["text"]
+        first = find_button(answer["blocks"], "itdr-ask")
+        assert first["text"]["text"] == "Mail.ReadWrite"
+        assert json.loads(first["value"]) == {"c": "why", "a": ["Mail.ReadWrite"]}
+        assert "itdr-share" not in all_action_ids(answer["blocks"]), "nothing worth sharing in a miss"
+
+    async def test_why_without_name_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why")
+        assert "needs a name" in answer["text"]
+        assert "/itdr why NAME" in answer["text"]
+
+
+class TestSearch:
+    async def test_keywords(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "search phishing")
+        assert answer["text"].startswith("Search phishing: ")
+        assert "Mail.ReadWrite" in answer["text"]
+        why = find_button(answer["blocks"], "itdr-ask", "Why?")
+        assert json.loads(why["value"])["c"] == "why"
+
+    async def test_no_match(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "search zzqqxx")
+        assert "Nothing in the catalog matches" in answer["text"]
+
+
+class TestVersions:
+    async def test_lists_revisions_newest_first(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "versions")
+        text = answer["text"]
+        assert text.index("v6") < text.index("v5") < text.index("v1")
+        assert "(current)" in block_text(answer["blocks"])
+        diff = find_button(answer["blocks"], "itdr-ask", "Diff v4→v5")
+        assert json.loads(diff["value"]) == {"c": "diff", "a": ["v4", "v5"]}
+
+
+class TestDiff:
+    async def test_v4_v5_first_page(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "diff v4 v5")
+        assert answer["text"].startswith("Changes v4 → v5: +")
+        assert len(answer["blocks"]) <= 50
+        text = block_text(answer["blocks"])
+        assert "Added · Microsoft Graph" in text
+        more = find_button(answer["blocks"], "itdr-show-more")
+        assert json.loads(more["value"]) == {"c": "diff", "a": ["v4", "v5"], "p": 1}
+
+    async def test_default_is_latest_change(self, slack: SlackSim, fake_slack: FakeSlack):
+        from catalog import load_catalog
+
+        latest = load_catalog().latest.version
+        answer = await ask(slack, fake_slack, "diff")
+        assert f"→ {latest}" in answer["text"]
+
+    async def test_unknown_version_is_explained(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "diff v4 v99")
+        assert "v99" in answer["text"]
+        assert answer["response_type"] == "ephemeral"
+
+
+class TestHelp:
+    async def test_help(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "help")
+        assert "/itdr why NAME" in answer["text"]
+
+    async def test_unknown_subcommand_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "frobnicate now")
+        assert answer["text"].startswith("Unknown sub-command `frobnicate`.")
+
+    async def test_empty_text_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "")
+        assert "Usage:" in answer["text"]

@@ -1,0 +1,39 @@
+"""`itdr console`: the same AsyncApp and listeners, driven from text lines, buttons pressed by number."""
+
+from __future__ import annotations
+
+import io
+
+from bot.console import run_console
+from bot.settings import Settings
+
+
+async def run_lines(lines: list[str], redis_url: str, redis_prefix: str) -> str:
+    out = io.StringIO()
+    settings = Settings(_env_file=None, redis_url=redis_url, redis_prefix=redis_prefix)  # type: ignore[call-arg]
+    assert await run_console(settings, lines=lines, out=out) == 0
+    return out.getvalue()
+
+
+async def test_why_renders_as_text_with_numbered_buttons(redis_url, redis_prefix, slack_env):
+    text = await run_lines(["/itdr why Mail.ReadWrite", "1", "quit"], redis_url, redis_prefix)
+    assert "== Mail.ReadWrite ==" in text
+    assert "[only you can see this]" in text
+    assert "[1] Share in channel" in text
+    assert "[posted in the channel]" in text  # pressing 1 shared it
+    assert "Shared by U0CONSOLE" in text
+
+
+async def test_typo_then_pick_a_suggestion(redis_url, redis_prefix, slack_env):
+    text = await run_lines(["why mail.readwite", "1"], redis_url, redis_prefix)
+    assert "Did you mean" in text
+    assert "[1] Mail.ReadWrite" in text
+    assert text.count("== Mail.ReadWrite ==") == 1
+
+
+async def test_diff_pages_and_home(redis_url, redis_prefix, slack_env):
+    text = await run_lines(["diff v4 v5", "1", "home", "9"], redis_url, redis_prefix)
+    assert "== Changes v4 → v5 ==" in text
+    assert "== Changes v4 → v5 (page 2 of 2) ==" in text
+    assert "[Home tab]" in text
+    assert "(no button 9" in text

@@ -1,0 +1,175 @@
+"""HTTP transport rules: signatures, replay window, retries, Redis outages, ack timing, errors, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+import pytest
+
+from bot.app import ConfigError, Mode, check_settings, load_settings
+from bot.logging import RedactingFilter, register_secrets
+from tests.fakes.slack import RESPONSE, FakeSlack
+from tests.fakes.slack_client import SlackSim
+from tests.fakes.slack_fixtures import slack_settings
+
+
+async def settle(fake: FakeSlack, slack: SlackSim) -> None:
+    """Send a command that surely answers and wait for it, so anything else in flight has landed too."""
+    before = len(fake.responses())
+    await slack.command("help")
+    await fake.wait_for(RESPONSE, count=before + 1)
+
+
+class TestSignatures:
+    async def test_bad_signature_is_rejected_and_runs_nothing(self, slack: SlackSim, fake_slack: FakeSlack):
+        response, _ = await slack.command("why Mail.ReadWrite", secret="not-the-signing-secret")
+        assert response.status_code == 401
+        assert response.json() == {"error": "invalid request"}
+        await settle(fake_slack, slack)
+        assert len(fake_slack.responses()) == 1
+
+    async def test_timestamp_older_than_five_minutes_is_rejected(self, slack: SlackSim, fake_slack: FakeSlack):
+        response, _ = await slack.command("why Mail.ReadWrite", timestamp=int(time.time()) - 301)
+        assert response.status_code == 401
+        await settle(fake_slack, slack)
+        assert len(fake_slack.responses()) == 1
+
+    async def test_timestamp_within_the_window_is_accepted(self, slack: SlackSim, fake_slack: FakeSlack):
+        response, _ = await slack.command("help", timestamp=int(time.time()) - 290)
+        assert response.status_code == 200
+        await fake_slack.wait_for(RESPONSE)
+
+    async def test_unsigned_request_is_rejected(self, slack: SlackSim):
+        response = await slack.http.post(
+            slack.app_url,
+            content=b"command=%2Fitdr&text=help",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 401
+
+
+class TestRetries:
+    async def test_retried_command_answers_once(self, slack: SlackSim, fake_slack: FakeSlack):
+        form = slack.command_body("why Mail.ReadWrite")
+        first, _ = await slack.command(form["text"], response_url=form["response_url"], trigger_id=form["trigger_id"])
+        retry, _ = await slack.command(
+            form["text"], response_url=form["response_url"], trigger_id=form["trigger_id"], retry_num=1
+        )
+        assert first.status_code == retry.status_code == 200
+        await fake_slack.wait_for(RESPONSE)
+        await settle(fake_slack, slack)
+        assert len(fake_slack.responses()) == 2, "one answer for the command (+1 for the settle help)"
+
+
+class TestRedisDown:
+    async def test_catalog_answers_still_work(self, fake_slack: FakeSlack, serve_app):
+        running = serve_app(redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+        slack = SlackSim(running.events_url, fake_slack)
+        try:
+            response, _ = await slack.command("why Mail.ReadWrite")
+            assert response.status_code == 200
+            (answer,) = await fake_slack.wait_for(RESPONSE)
+            assert answer.args["text"].startswith("Mail.ReadWrite:")
+            health = await slack.http.get(running.url + "/healthz")
+            assert health.json() == {"ok": True, "redis": "down"}
+        finally:
+            await slack.aclose()
+
+
+class TestAckTiming:
+    async def test_ack_within_3s_while_slow_work_continues(self, slack: SlackSim, fake_slack: FakeSlack):
+        fake_slack.delay(RESPONSE, 4.0)  # delivering the answer takes longer than Slack's ack deadline
+        started = time.monotonic()
+        response, _ = await slack.command("diff v4 v5")
+        acked = time.monotonic() - started
+        assert response.status_code == 200
+        assert acked < 1.0, f"ack took {acked:.2f}s"
+        (answer,) = await fake_slack.wait_for(RESPONSE, within=10)
+        assert answer.at - started >= 0  # recorded after the slow delivery began
+        assert time.monotonic() - started >= 4.0, "the work kept going after the ack"
+        assert answer.args["text"].startswith("Changes v4 → v5")
+
+
+class TestErrors:
+    async def test_listener_failure_becomes_an_ephemeral_error_id(self, fake_slack: FakeSlack, serve_app, caplog):
+        from catalog import load_catalog
+
+        class Broken:
+            def __getattr__(self, name):
+                return getattr(load_catalog(), name)
+
+            def lookup(self, query):
+                raise RuntimeError("catalog exploded xoxb-should-not-leak")
+
+        running = serve_app(catalog_loader=Broken)
+        slack = SlackSim(running.events_url, fake_slack)
+        try:
+            with caplog.at_level(logging.ERROR):
+                response, _ = await slack.command("why Mail.ReadWrite")
+                assert response.status_code == 200
+                (answer,) = await fake_slack.wait_for(RESPONSE)
+            assert answer.args["response_type"] == "ephemeral"
+            assert answer.args["text"].startswith("Sorry, that did not work (error id ")
+            error_id = answer.args["text"].split("error id ")[1].split(")")[0]
+            assert any(error_id in r.getMessage() for r in caplog.records)
+        finally:
+            await slack.aclose()
+
+    async def test_healthz(self, slack: SlackSim):
+        base = slack.app_url.rsplit("/slack/events", 1)[0]
+        health = await slack.http.get(base + "/healthz")
+        assert health.status_code == 200
+        assert health.json() == {"ok": True, "redis": "up"}
+
+
+class TestSettings:
+    def test_http_mode_needs_the_signing_secret(self, fake_slack, redis_url, redis_prefix):
+        settings = slack_settings(fake_slack, redis_url, redis_prefix, slack_signing_secret=None)
+        with pytest.raises(ConfigError) as exc:
+            check_settings(settings, Mode.HTTP)
+        assert str(exc.value) == "SLACK_SIGNING_SECRET is not set; it is required for `itdr serve` (HTTP mode)"
+
+    def test_socket_mode_needs_an_app_token(self, fake_slack, redis_url, redis_prefix):
+        settings = slack_settings(fake_slack, redis_url, redis_prefix, slack_app_token="xoxb-wrong-kind")
+        with pytest.raises(ConfigError) as exc:
+            check_settings(settings, Mode.SOCKET)
+        assert str(exc.value) == "SLACK_APP_TOKEN is malformed: it must start with 'xapp-'"
+        assert "wrong-kind" not in str(exc.value)
+
+    def test_malformed_port_names_the_variable_not_the_value(self, monkeypatch):
+        monkeypatch.setenv("PORT", "not-a-port-s3cret")
+        with pytest.raises(ConfigError) as exc:
+            load_settings()
+        assert str(exc.value).startswith("PORT is malformed:")
+        assert "s3cret" not in str(exc.value)
+        assert "\n" not in str(exc.value)
+
+    def test_cli_prints_one_line(self, monkeypatch, capsys, slack_env):
+        from bot.cli_slack import start_main_job
+
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-0000-secret-value")
+        monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+        monkeypatch.chdir("/")  # no .env
+        assert start_main_job() == 2
+        err = capsys.readouterr().err
+        assert err == "itdr: SLACK_SIGNING_SECRET is not set; it is required for `itdr serve` (HTTP mode)\n"
+
+    def test_secrets_are_redacted_from_logs(self):
+        register_secrets(["very-secret-signing-value"])
+        record = logging.LogRecord(
+            "t", logging.INFO, __file__, 1, "token %s and %s", ("xoxb-1-2-abc", "very-secret-signing-value"), None
+        )
+        RedactingFilter().filter(record)
+        assert "abc" not in record.getMessage() and "very-secret" not in record.getMessage()
+
+
+async def test_concurrent_commands_each_get_their_answer(slack: SlackSim, fake_slack: FakeSlack):
+    results = await asyncio.gather(
+        *(slack.command(f"why {n}") for n in ("Mail.ReadWrite", "Exchange Administrator", "AuditLog.Read.All") * 5)
+    )
+    assert all(r.status_code == 200 for r, _ in results)
+    await fake_slack.wait_for(RESPONSE, count=15)
+    assert isinstance(results[0][0], httpx.Response)
