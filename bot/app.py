@@ -135,6 +135,13 @@ class PooledRespond(AsyncRespond):
         return await client.send_dict(message)
 
 
+def build_readiness(settings: Settings, catalog: Any, store: Store) -> Any:
+    """The tenant readiness service, caching results in the bot's Redis (imported only when configured)."""
+    from bot.readiness.service import ReadinessService, StoreCache
+
+    return ReadinessService(settings, catalog, cache=StoreCache(store))
+
+
 def _default_register(app: AsyncApp) -> None:
     import handlers  # composition root: the only place bot/ reaches for the listeners
 
@@ -150,6 +157,7 @@ def build_app(
     catalog_loader: Callable[[], Any] | None = None,
     register: Register | None = None,
     session: SharedSession | None = None,
+    readiness: Any | None = None,
 ) -> AsyncApp:
     """Build the Bolt app for `mode`. Settings must already have passed `check_settings`.
 
@@ -172,12 +180,16 @@ def build_app(
         logger=logging.getLogger("itdr.bolt"),
     )
 
+    if readiness is None and settings.itdr_client_id:
+        readiness = build_readiness(settings, catalog, store)
+    app.readiness = readiness  # type: ignore[attr-defined]  # None: /itdr check explains how to configure it
     shared = session or SharedSession()
     app.shared_session = shared  # type: ignore[attr-defined]  # closed by the server/console on shutdown
 
     async def inject_dependencies(context: dict, next_: Callable[[], Awaitable[None]]) -> None:
         context["store"] = store
         context["catalog"] = catalog
+        context["readiness"] = readiness
         context["run_mode"] = mode
         if context.get("response_url"):
             context["respond"] = PooledRespond(response_url=context["response_url"], session=shared)

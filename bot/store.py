@@ -89,6 +89,14 @@ class Store:
         with contextlib.suppress(RedisError):
             await self._call("delete", self.key(*parts))
 
+    async def get_value(self, key: str) -> bytes | None:
+        """A cached value; raises RedisError when Redis is unavailable (callers decide how to degrade)."""
+        return await self._call("get", self.key(key))
+
+    async def set_value(self, key: str, value: str, ttl: int) -> None:
+        if ttl > 0:
+            await self._call("set", self.key(key), value.encode(), ex=ttl)
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call("ping"))

@@ -15,6 +15,7 @@ class SubCommand(StrEnum):
     SEARCH = "search"
     VERSIONS = "versions"
     DIFF = "diff"
+    CHECK = "check"
     HELP = "help"
 
 
@@ -23,6 +24,7 @@ class ActionId(StrEnum):
     ASK = "itdr-ask"  # did-you-mean suggestions, search results, revision diffs: answer this request
     SHOW_MORE = "itdr-show-more"
     HOME_SHOW = "itdr-home-show"
+    RECHECK = "itdr-recheck"
 
 
 class BlockId(StrEnum):
@@ -33,6 +35,7 @@ class BlockId(StrEnum):
     ANSWER_ACTIONS = "itdr-answer-actions"
     HOME_QUICK = "itdr-home-quick"
     HOME_PANEL = "itdr-home-panel"
+    CHECK_EXPLAIN = "itdr-check-explain"
 
 
 class Event(StrEnum):

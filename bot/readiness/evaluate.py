@@ -216,7 +216,10 @@ def _check_item(
     found_text, missing_text = _FOUND_TEXT[item.kind]
     if held:
         return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=found_text, **base)
-    if no_sp and item.kind is not Kind.role_group_role:
+    if no_sp and item.kind is Kind.directory_role:
+        missing_text = "Not assigned: the ITDR app is not in the tenant."
+        remediation = "After admin consent (see the first item), assign the role: " + remedies.directory_role(item, sp)
+    elif no_sp and item.kind is not Kind.role_group_role:
         missing_text = "Not granted: the ITDR app is not in the tenant."
         remediation = remedies.consent(tenant_id, "creates the app and grants its permissions")
     elif item.kind is Kind.directory_role:

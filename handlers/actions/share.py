@@ -10,7 +10,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from bot.store import CLICK_TTL_SECONDS, Store, digest
 from handlers.blocks.answers import notice_message
 from handlers.payloads import AnswerRequest
-from handlers.router import render
+from handlers.router import answer
 
 
 async def handle_share_action(
@@ -20,6 +20,7 @@ async def handle_share_action(
     respond: AsyncRespond,
     catalog: Any,
     store: Store,
+    readiness: Any = None,
 ) -> None:
     """Handles "Share in channel": reposts the same answer visibly, once per answer even on double clicks."""
     await ack()
@@ -32,7 +33,7 @@ async def handle_share_action(
         return
     key = digest(user, channel, message_ts, request.to_value())
     try:
-        message = render(catalog, request, shared_by=user or None)
+        message = await answer(catalog, readiness, request, shared_by=user or None)
         await respond(**message.to_response(response_type="in_channel"))
     except Exception:
         await store.release("share", key)  # nothing was posted: a new click may try again

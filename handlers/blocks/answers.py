@@ -323,6 +323,7 @@ HELP_LINES = (
     ("search WORDS", "find permissions and roles by keyword (`search phishing`)"),
     ("versions", "the document's revisions, newest first"),
     ("diff [FROM] [TO]", "what changed between revisions (`diff v4 v5`; no arguments: the latest change)"),
+    ("check TENANT [vN]", "is the ITDR app ready in a tenant (id or domain)? what is missing, why, how to fix"),
     ("help", "this message"),
 )
 

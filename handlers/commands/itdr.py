@@ -7,12 +7,22 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from handlers.router import parse_command, render
+from handlers.ids import SubCommand
+from handlers.router import answer, check_problem, parse_command
 
 
-async def handle_itdr_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, catalog: Any) -> None:
+async def handle_itdr_command(
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, catalog: Any, readiness: Any = None
+) -> None:
     """Handles `/itdr …`: ack at once, then answer ephemerally through the response_url."""
-    await ack()
     request, note = parse_command(command.get("text"))
-    message = render(catalog, request, note=note)
+    if request.cmd is SubCommand.CHECK:
+        # A check takes seconds: say so in the ack (or refuse bad input right there), then report.
+        problem = check_problem(catalog, readiness, request)
+        await ack(text=problem or f":hourglass_flowing_sand: Checking `{request.args[0]}`… (a few seconds)")
+        if problem:
+            return
+    else:
+        await ack()
+    message = await answer(catalog, readiness, request, note=note)
     await respond(**message.to_response())

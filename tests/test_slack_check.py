@@ -1,0 +1,129 @@
+"""`/itdr check TENANT` in Slack, end to end: signed requests to the app served over HTTP, the readiness check
+running against the local fake of Microsoft, the report posted to the fake Slack's response_url."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.microsoft import FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.slack import RESPONSE, FakeSlack
+from tests.fakes.slack_client import SlackSim, find_button
+from tests.test_readiness_check import complete_scenario, drop
+from tests.test_slack_actions import click
+
+
+@pytest.fixture(scope="module")
+def microsoft() -> Iterator[FakeMicrosoft]:
+    with running_fake() as fake:
+        yield fake
+
+
+def microsoft_settings(fake: FakeMicrosoft) -> dict[str, Any]:
+    settings = fake.settings()
+    return {
+        "itdr_client_id": settings.itdr_client_id,
+        "itdr_client_secret": settings.itdr_client_secret,
+        "itdr_target_app_id": settings.itdr_target_app_id,
+        "itdr_authority_host": settings.itdr_authority_host,
+        "itdr_graph_url": settings.itdr_graph_url,
+        "itdr_exchange_url": settings.itdr_exchange_url,
+        "itdr_management_url": settings.itdr_management_url,
+    }
+
+
+@pytest.fixture
+def checking_slack(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, serve_app: Callable[..., Any]
+) -> Iterator[SlackSim]:
+    running = serve_app(**microsoft_settings(microsoft))
+    yield SlackSim(running.events_url, fake_slack)
+
+
+async def check(slack: SlackSim, fake: FakeSlack, text: str, *, count: int = 1) -> tuple[str, dict]:
+    started = time.monotonic()
+    response, form = await slack.command(text)
+    assert response.status_code == 200 and time.monotonic() - started < 3
+    ack = response.text
+    rid = form["response_url"].rsplit("/", 1)[1]
+    calls = await fake.wait_for(RESPONSE, count=count, within=15)
+    mine = [c for c in calls if c.path.endswith(rid)]
+    assert mine
+    return ack, mine[-1].args
+
+
+async def test_a_blocked_tenant_gets_verdict_first_failures_with_fixes_and_explain(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario: TenantScenario = microsoft.add_tenant(drop(complete_scenario(), "AuditLog.Read.All"))
+    ack, report = await check(checking_slack, fake_slack, f"check {scenario.domains[0]}")
+    assert "Checking" in ack
+    assert report["response_type"] == "ephemeral"
+    blocks = report["blocks"]
+    assert blocks[0]["text"]["text"] == ":no_entry: Blocked"
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "AuditLog.Read.All" in text and "Log and event ingest" in text and "adminconsent" in text
+    explain = find_button(blocks, "itdr-ask", "Explain")
+    assert json.loads(explain["value"]) == {"c": "why", "a": ["AuditLog.Read.All"]}
+    why = await click(checking_slack, fake_slack, explain, count=2)
+    assert why["blocks"][0]["text"]["text"] == "AuditLog.Read.All"
+    assert report["text"].startswith("Blocked: tenant")
+
+
+async def test_recheck_replaces_the_report_with_a_fresh_one(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario = microsoft.add_tenant(drop(complete_scenario(), "Transport Rules"))
+    scenario.org_management_roles = ["Audit Logs", "Mail Recipients", "Organization Configuration", "Role Management"]
+    _, report = await check(checking_slack, fake_slack, f"check {scenario.tenant_id}")
+    assert report["blocks"][0]["text"]["text"] == ":no_entry: Blocked"
+    scenario.org_management_roles.append("Transport Rules")  # the engineer fixed it
+    again = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-recheck"), count=2)
+    assert again["replace_original"] is True
+    assert again["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
+
+
+async def test_share_posts_the_cached_report_visibly(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario = microsoft.add_tenant(complete_scenario())
+    _, report = await check(checking_slack, fake_slack, f"check {scenario.tenant_id}")
+    before = microsoft.round_trips()
+    shared = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-share"), count=2)
+    assert shared["response_type"] == "in_channel"
+    assert shared["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
+    assert "Shared by" in json.dumps(shared["blocks"])
+    assert microsoft.round_trips() == before  # served from the Redis cache, Microsoft not asked again
+
+
+async def test_a_tenant_without_the_app_lists_everything_within_slack_limits(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario = microsoft.add_tenant(complete_scenario(sp_exists=False))
+    _, report = await check(checking_slack, fake_slack, f"check {scenario.tenant_id}")
+    blocks = report["blocks"]
+    assert len(blocks) <= 50
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "Microsoft Graph permissions — missing, needed today" in text
+    for name in ("Mail.ReadWrite", "User.Read.All", "Security Administrator"):
+        assert name in text  # grouped, never dropped
+
+
+async def test_bad_tenant_input_is_refused_in_the_ack(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    before = microsoft.round_trips()
+    response, _ = await checking_slack.command("check contoso.com'/../x")
+    assert response.status_code == 200
+    assert "doesn't look like a Microsoft 365 tenant" in response.text
+    assert microsoft.round_trips() == before
+    assert fake_slack.calls_to(RESPONSE) == []
+
+
+async def test_check_without_microsoft_settings_explains_the_setup(slack: SlackSim, fake_slack: FakeSlack) -> None:
+    response, _ = await slack.command("check contoso.onmicrosoft.com")
+    assert "not configured" in response.text
