@@ -1,8 +1,8 @@
 """Reading a tenant's real grants from Microsoft in as few sequential waves as the APIs allow.
 
-Warm (tokens cached, the app's service principal id known): one wave, a Graph $batch and the Exchange cmdlets in
-parallel. Cold: OIDC discovery and tokens (msal), then Graph batch A (everything keyed by appId) with Exchange in
-parallel, then batch B (everything keyed by the service principal's object id): four waves.
+Warm (tokens cached): one wave, a single Graph $batch and the Exchange cmdlets in parallel. Cold: msal's OIDC
+discovery and the tokens first, then that same wave: three waves. A second batch runs only in CPV mode before the
+app's object id is known (delegated grants filter on it) or when a tenant refuses alternate-key navigation.
 """
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ class Collector:
 
     async def collect(self, tenant_id: str, waves: WaveCounter) -> TenantSnapshot:
         graph = self.graph_for(tenant_id)
-        sp_key = f"sp:{self.cache_scope}:{tenant_id}:{self.target_app_id}"
-        known_sp_id = await self._cached(sp_key)
-
+        target = f"/servicePrincipals(appId={odata_string(self.target_app_id)})"
         batch_a: list[SubRequest] = [
-            SubRequest("sp", f"/servicePrincipals(appId={odata_string(self.target_app_id)})"
-                             "?$select=id,appId,displayName,accountEnabled"),
+            SubRequest("sp", f"{target}?$select=id,appId,displayName,accountEnabled"),
+            # Alternate-key navigation reads the app's grants and roles without knowing its object id first,
+            # so a cold check needs no second batch.
+            *self._grants_and_roles(target),
             SubRequest("org", "/organization?$select=id,displayName,verifiedDomains,assignedPlans"),
             SubRequest("ca", "/identity/conditionalAccess/policies?$select=id,displayName,state,conditions,"
                              "grantControls"),
@@ -131,8 +131,11 @@ class Collector:
             select = "id,appId" if role_maps[app_id] else "id,appId,appRoles"
             batch_a.append(SubRequest(f"res{index}", f"/servicePrincipals(appId={odata_string(app_id)})"
                                                        f"?$select={select}"))
+        # Delegated grants (CPV only) can only be filtered by the app's object id: cached after the first check.
+        sp_key = f"sp:{self.cache_scope}:{tenant_id}:{self.target_app_id}"
+        known_sp_id = await self._cached(sp_key) if self.cpv_mode else None
         if known_sp_id:
-            batch_a += self._by_sp_id(known_sp_id)
+            batch_a.append(self._delegated(known_sp_id))
 
         graph_result, exchange_result = await waves.run(graph.batch(batch_a), self._exchange(tenant_id))
         if isinstance(graph_result, BaseException):
@@ -150,31 +153,34 @@ class Collector:
         sp = snapshot.service_principal.value
         if sp is None:
             return snapshot  # absent or unreadable: nothing is granted to check
-        await self._remember(sp_key, sp.id, 7 * 24 * 3600)
-        if known_sp_id == sp.id:
-            by_sp = {key: responses[key] for key in ("grants", "delegated", "roles") if key in responses}
-        else:  # cold, or the service principal was re-created with a new id
-            by_sp_result = (await waves.run(graph.batch(self._by_sp_id(sp.id))))[0]
-            if isinstance(by_sp_result, BaseException):
-                reason = f"Graph: {_describe(by_sp_result)}"
-                snapshot.app_roles, snapshot.directory_roles = Reading.failed(reason), Reading.failed(reason)
-                snapshot.delegated_scopes = Reading.failed(reason)
-                return snapshot
-            by_sp = by_sp_result
+        by_sp = {key: responses[key] for key in ("grants", "roles", "delegated") if key in responses}
+        retry: list[SubRequest] = []
+        if any(not by_sp[key].ok for key in ("grants", "roles")):
+            # Should a tenant refuse the alternate-key form, ask again by object id.
+            retry += self._grants_and_roles(f"/servicePrincipals/{sp.id}")
+        if self.cpv_mode and known_sp_id != sp.id:
+            await self._remember(sp_key, sp.id, 7 * 24 * 3600)
+            retry.append(self._delegated(sp.id))
+        if retry:
+            second = (await waves.run(graph.batch(retry)))[0]
+            if isinstance(second, BaseException):
+                second = {sub.id: SubResponse(id=sub.id, status=599, body={"error": {
+                    "code": type(second).__name__, "message": _describe(second)}}) for sub in retry}
+            by_sp.update(second)
         await self._follow_pages(graph, by_sp, waves)
         self._apply_grants(snapshot, by_sp, resource_ids)
         return snapshot
 
-    def _by_sp_id(self, sp_id: str) -> list[SubRequest]:
-        quoted = odata_string(sp_id)
-        requests = [
-            SubRequest("grants", f"/servicePrincipals/{sp_id}/appRoleAssignments?$select=appRoleId,resourceId"),
-            SubRequest("roles", f"/roleManagement/directory/roleAssignments?$filter=principalId eq {quoted}"
-                                "&$select=roleDefinitionId,directoryScopeId"),
+    @staticmethod
+    def _grants_and_roles(principal: str) -> list[SubRequest]:
+        return [
+            SubRequest("grants", f"{principal}/appRoleAssignments?$select=appRoleId,resourceId"),
+            SubRequest("roles", f"{principal}/memberOf/microsoft.graph.directoryRole?$select=roleTemplateId"),
         ]
-        if self.cpv_mode:
-            requests.append(SubRequest("delegated", f"/oauth2PermissionGrants?$filter=clientId eq {quoted}"))
-        return requests
+
+    @staticmethod
+    def _delegated(sp_id: str) -> SubRequest:
+        return SubRequest("delegated", f"/oauth2PermissionGrants?$filter=clientId eq {odata_string(sp_id)}")
 
     async def _follow_pages(self, graph: GraphClient, responses: dict[str, SubResponse], waves: WaveCounter) -> None:
         """Collections larger than one page carry @odata.nextLink; fetch the rest (rare: a few hundred grants)."""
@@ -302,8 +308,7 @@ class Collector:
             snapshot.directory_roles = Reading.failed(_sub_error(roles, "the app's directory roles"))
         else:
             snapshot.directory_roles = Reading(value=frozenset(
-                assignment.get("roleDefinitionId", "") for assignment in roles.body.get("value") or []
-                if assignment.get("directoryScopeId", "/") == "/"
+                role.get("roleTemplateId", "") for role in roles.body.get("value") or []
             ))
         delegated = responses.get("delegated")
         if delegated is None:

@@ -133,13 +133,15 @@ class ReadinessService:
     async def _snapshot(self, tenant: TenantRef, waves: WaveCounter) -> TenantSnapshot:
         # Wave 0 (cold only): discovery and tokens for Graph and Exchange, in parallel.
         before = self.tokens.token_requests
-        results = await asyncio.gather(
-            self.tokens.get_token(tenant, Resource.GRAPH),
-            self.tokens.get_token(tenant, Resource.EXCHANGE),
-            return_exceptions=True,
-        )
-        if self.tokens.token_requests > before:
-            waves.waves += 1
+        with track_round_trips() as login:
+            results = await asyncio.gather(
+                self.tokens.get_token(tenant, Resource.GRAPH),
+                self.tokens.get_token(tenant, Resource.EXCHANGE),
+                return_exceptions=True,
+            )
+        issued = self.tokens.token_requests - before
+        # msal's OIDC discovery (a new tenant) comes before the token requests, which run in parallel.
+        waves.waves += (login.total > issued) + (issued > 0)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             self._token_failed.add(tenant.value)

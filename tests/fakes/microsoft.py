@@ -401,10 +401,13 @@ ORG_MANAGEMENT_ROLES: tuple[str, ...] = (
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 MANAGEMENT_APP_ID = "c5393580-f805-4401-95e8-94b7a6ef2fc2"
+PARTNER_CENTER_APP_ID = "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd"
 RESOURCE_APPS: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
     GRAPH_APP_ID: ("Microsoft Graph", GRAPH_APP_ROLES),
     EXCHANGE_APP_ID: ("Office 365 Exchange Online", EXCHANGE_APP_ROLES),
     MANAGEMENT_APP_ID: ("Office 365 Management APIs", MANAGEMENT_APP_ROLES),
+    # Partner Center exposes no app roles, only the delegated user_impersonation scope (reference file).
+    PARTNER_CENTER_APP_ID: ("Microsoft Partner Center", ()),
 }
 # Licensing ids from the reference (subscribedSkus doc sample and the service-plan reference).
 SKU_E5 = ("c7df2760-2c81-4ef7-b578-5b5392b571df", "ENTERPRISEPREMIUM")
@@ -1317,6 +1320,35 @@ class FakeMicrosoft:
             return self._collection(
                 f"{ctx}servicePrincipals('{m.group(1)}')/appRoleAssignments", items, path, query, flt
             )
+        # Alternate-key navigation (servicePrincipals(appId='…')/…) and the same paths by object id.
+        m = re.fullmatch(
+            r"/servicePrincipals(?:\(appId='([^']*)'\)|/([0-9a-fA-F-]{36}))"
+            r"/(appRoleAssignments|memberOf/microsoft\.graph\.directoryRole)",
+            rest,
+        )
+        if m and (m.group(1) is not None or m.group(3) != "appRoleAssignments"):
+            app_id, object_id, segment = m.group(1), m.group(2), m.group(3)
+            sp = (self._service_principal(scenario, app_id) if app_id is not None else
+                  next((s for s in self._all_service_principals(scenario) if s["id"] == object_id.lower()), None))
+            if sp is None:
+                key = app_id if app_id is not None else object_id
+                return (
+                    404,
+                    {},
+                    _graph_error(
+                        "Request_ResourceNotFound",
+                        f"Resource '{key}' does not exist or one of its queried reference-property objects "
+                        "are not present.",
+                    ),
+                )
+            is_target = sp["id"] == scenario.sp_id
+            if segment == "appRoleAssignments":
+                items = self._app_role_assignments(scenario) if is_target else []
+                return self._collection(
+                    f"{ctx}servicePrincipals('{sp['id']}')/appRoleAssignments", items, path, query, flt
+                )
+            items = self._directory_roles(scenario) if is_target else []
+            return self._collection(f"{ctx}directoryRoles", items, path, query, flt)
         if rest == "/oauth2PermissionGrants":
             return self._collection(f"{ctx}oauth2PermissionGrants", self._grants(scenario), path, query, flt)
         if rest == "/roleManagement/directory/roleAssignments":
@@ -1465,6 +1497,20 @@ class FakeMicrosoft:
             }
         )
         return grants
+
+    def _directory_roles(self, scenario: TenantScenario) -> list[dict[str, Any]]:
+        """The activated directoryRole objects the target app is a member of (memberOf, cast to directoryRole)."""
+        return [
+            {
+                "@odata.type": "#microsoft.graph.directoryRole",
+                "id": _object_id(scenario.tenant_id, f"directory-role-{template}"),
+                "deletedDateTime": None,
+                "description": None,
+                "displayName": ENTRA_ROLES.get(template, "Custom role"),
+                "roleTemplateId": template,
+            }
+            for template in scenario.directory_roles
+        ]
 
     def _role_assignments(self, scenario: TenantScenario, expand: bool) -> list[dict[str, Any]]:
         items = []
