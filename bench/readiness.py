@@ -77,7 +77,7 @@ async def run(fake: FakeMicrosoft, store: Store, runs: int) -> dict[str, list[tu
     for _ in range(runs):
         tenant = fake.add_tenant(scenario()).tenant_id
         # Cold: fresh clients (no msal app, no tokens) and a fresh Redis prefix (no cached ids).
-        store.prefix = f"itdr-bench:{uuid.uuid4().hex[:8]}:"
+        store.prefix = f"itdr-bench:{uuid.uuid4().hex[:8]}:"  # all deleted at the end
         service = ReadinessService(settings, catalog, cache=StoreCache(store), clients=MicrosoftClients(settings))
         seconds, report = await timed(service.check(tenant, fresh=True))
         assert report.verdict.value == "ready", report.verdict
@@ -93,7 +93,17 @@ async def run(fake: FakeMicrosoft, store: Store, runs: int) -> dict[str, list[tu
         seconds, trips = await timed(naive_check(clients, tenant, fake.target_app_id))
         results["naive warm"].append((seconds, trips, trips))
         await clients.aclose()
+    await forget_keys(store)
     return results
+
+
+async def forget_keys(store: Store) -> None:
+    """Leave a shared Redis as we found it."""
+    assert store.redis is not None
+    keys = [key async for key in store.redis.scan_iter(match="itdr-bench:*", count=1000)]
+    if keys:
+        await store.redis.delete(*keys)
+    await store.aclose()
 
 
 def main() -> int:

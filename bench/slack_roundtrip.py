@@ -55,8 +55,7 @@ def serve_itdr(port: int, api_url: str) -> None:
         slack_api_url=api_url,
         port=port,
         log_level="WARNING",
-        redis_prefix=f"itdr-bench:{uuid.uuid4().hex[:8]}:",
-    )
+    )  # REDIS_PREFIX comes from the parent, which deletes the keys afterwards
     setup_logging("WARNING")
     serve(settings, host="127.0.0.1")
 
@@ -193,10 +192,14 @@ async def wait_listening(port: int, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+REDIS_PREFIX = f"itdr-bench:{uuid.uuid4().hex[:8]}:"
+
+
 def spawn_children(api_url: str) -> tuple[dict[str, int], dict[str, subprocess.Popen]]:
     """Start both apps side by side as children of this process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env["PYTHONPATH"] = str(ROOT)
+    env["REDIS_PREFIX"] = REDIS_PREFIX
     ports = {"itdr": free_port(), "minimal": free_port()}
     children = {
         name: subprocess.Popen(
@@ -240,7 +243,23 @@ async def main_async(
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        await forget_keys()
     return 0
+
+
+async def forget_keys() -> None:
+    """Leave a shared Redis as we found it (an embedded one died with the itdr child)."""
+    if not os.environ.get("REDIS_URL"):
+        return
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def main() -> int:

@@ -152,7 +152,8 @@ def render_report(report: dict[str, object]) -> str:
         if item.get("why") and status != "unknown":
             lines += _wrap("  why", item["why"])
         if item.get("remediation"):
-            lines += _wrap("  fix", item["remediation"])
+            # Unwrapped: fixes hold commands and URLs that must survive copy and paste.
+            lines.append(f"{'  fix':<14}{item['remediation']}")
     passed = sum(1 for item in items if item["status"] == "pass")
     not_applicable = sum(1 for item in items if item["status"] == "n/a")
     lines.append("")

@@ -279,3 +279,32 @@ async def test_cpv_mode_checks_delegated_grants_by_name(fake: FakeMicrosoft, sle
         assert again.verdict is Verdict.ready
     finally:
         await service.aclose()
+
+
+def test_itdr_check_command_line_exit_codes_and_json(
+    fake: FakeMicrosoft, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    settings = fake.settings()
+    for name in ("itdr_client_id", "itdr_target_app_id", "itdr_authority_host", "itdr_graph_url",
+                 "itdr_exchange_url", "itdr_management_url"):
+        monkeypatch.setenv(name.upper(), str(getattr(settings, name)))
+    monkeypatch.setenv("ITDR_CLIENT_SECRET", settings.itdr_client_secret.get_secret_value())  # type: ignore[union-attr]
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    ready = fake.add_tenant(complete_scenario())
+    blocked = fake.add_tenant(complete_scenario(audit_log_ingestion=False))
+
+    assert main(["check", ready.tenant_id, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"tenant", "catalog_version", "satisfied_version", "verdict", "items", "missing",
+                         "round_trips", "duration_ms"}
+    assert data["verdict"] == "ready" and data["tenant"]["id"] == ready.tenant_id
+
+    assert main(["check", blocked.domains[0]]) == 1
+    out = capsys.readouterr().out
+    assert "BLOCKED" in out.splitlines()[1]
+    assert "Set-AdminAuditLogConfig -UnifiedAuditLogIngestionEnabled $true" in out
+
+    assert main(["check", "x' or 1 eq 1"]) == 2
+    assert "doesn't look like a Microsoft 365 tenant" in capsys.readouterr().err
