@@ -308,3 +308,19 @@ def test_itdr_check_command_line_exit_codes_and_json(
 
     assert main(["check", "x' or 1 eq 1"]) == 2
     assert "doesn't look like a Microsoft 365 tenant" in capsys.readouterr().err
+
+
+async def test_a_grant_under_the_v2_revisions_name_counts_and_says_so(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    from tests.fakes.microsoft import GRAPH_APP_ID
+
+    scenario = drop(complete_scenario(), "IdentityRiskyUser.Read.All")
+    scenario.grant_all(GRAPH_APP_ID, "IdentityRiskyUser.ReadWrite.All")
+    fake.add_tenant(scenario)
+    report = await service.check(scenario.tenant_id)
+    assert report.verdict is Verdict.ready
+    risky = item(report, "IdentityRiskyUser.Read.All")
+    assert risky.status is CheckStatus.passed
+    assert risky.detail.startswith("Granted as IdentityRiskyUser.ReadWrite.All")
+    assert report.satisfied_version == "v6"

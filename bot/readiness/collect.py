@@ -286,8 +286,10 @@ class Collector:
         grants = responses["grants"]
         if not grants.ok:
             snapshot.app_roles = Reading.failed(_sub_error(grants, "the app's granted permissions"))
+            snapshot.app_role_names = snapshot.app_roles
         else:
             pairs: set[tuple[str, str]] = set()
+            names: set[tuple[str, str]] = set()
             for grant in grants.body.get("value") or []:
                 resource = resource_ids.get(grant.get("resourceId", ""))
                 if resource is None:
@@ -295,13 +297,10 @@ class Collector:
                 app_id, roles_by_value = resource
                 role_id = grant.get("appRoleId", "")
                 pairs.add((app_id, role_id))
-                # Where the tenant's resource publishes another id for a catalog name (sovereign clouds), the
-                # grant still satisfies the catalog's id for that name.
-                for value, tenant_role_id in roles_by_value.items():
-                    if tenant_role_id == role_id:
-                        catalog_item = self.catalog.get(value) if value else None
-                        if catalog_item and catalog_item.ids.application_id:
-                            pairs.add((app_id, catalog_item.ids.application_id))
+                # The tenant's resource names its own app roles: where a cloud uses other ids for a catalog
+                # name (GCC High), the name still matches.
+                names.update((app_id, value) for value, tenant_id in roles_by_value.items() if tenant_id == role_id)
+            snapshot.app_role_names = Reading(value=frozenset(names))
             snapshot.app_roles = Reading(value=frozenset(pairs))
         roles = responses["roles"]
         if not roles.ok:

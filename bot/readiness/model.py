@@ -59,6 +59,8 @@ class TenantSnapshot:
     service_principal: Reading[ServicePrincipal | None]  # value None = not in the tenant
     # (resource appId, app role id) pairs granted to the ITDR app, resolved through the tenant's resource SPs
     app_roles: Reading[frozenset[tuple[str, str]]] = field(default_factory=lambda: Reading.failed("not read"))
+    # the same grants by (resource appId, permission name), named by the tenant's own resource service principals
+    app_role_names: Reading[frozenset[tuple[str, str]]] = field(default_factory=lambda: Reading.failed("not read"))
     # delegated scopes by resource appId (names, as oauth2PermissionGrants store them)
     delegated_scopes: Reading[dict[str, frozenset[str]]] = field(default_factory=lambda: Reading.failed("not read"))
     directory_roles: Reading[frozenset[str]] = field(default_factory=lambda: Reading.failed("not read"))
@@ -76,7 +78,8 @@ class TenantSnapshot:
     def unreadable(cls, tenant: TenantInfo, reason: str) -> TenantSnapshot:
         """Nothing could be read (no token, Graph down): every fact carries the same honest reason."""
         failed: Reading[Any] = Reading.failed(reason)
-        return cls(tenant=tenant, service_principal=failed, app_roles=failed, delegated_scopes=failed,
+        return cls(tenant=tenant, service_principal=failed, app_roles=failed, app_role_names=failed,
+                   delegated_scopes=failed,
                    directory_roles=failed, p2_licensed=failed, conditional_access=failed, security_defaults=failed,
                    audit_log_enabled=failed, dehydrated=failed, org_management_roles=failed)
 
