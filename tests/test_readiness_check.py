@@ -324,3 +324,37 @@ async def test_a_grant_under_the_v2_revisions_name_counts_and_says_so(
     assert risky.status is CheckStatus.passed
     assert risky.detail.startswith("Granted as IdentityRiskyUser.ReadWrite.All")
     assert report.satisfied_version == "v6"
+
+
+async def test_results_are_cached_in_redis_and_redis_down_still_checks_live(
+    fake: FakeMicrosoft, sleeps: SleepRecorder, redis_url: str, redis_prefix: str
+) -> None:
+    from bot.readiness.service import StoreCache
+    from bot.store import Store
+
+    scenario = fake.add_tenant(complete_scenario())
+    settings = fake.settings()
+    store = Store.from_url(redis_url, redis_prefix)
+    clients = MicrosoftClients(settings, sleep=sleeps)
+    service = ReadinessService(settings, catalog, cache=StoreCache(store), clients=clients)
+    try:
+        first = await service.check(scenario.tenant_id)
+        before = fake.round_trips()
+        cached = await service.check(scenario.tenant_id)
+        assert cached.cached and cached.verdict is Verdict.ready and fake.round_trips() == before
+        fresh = await service.check(scenario.tenant_id, fresh=True)
+        assert not fresh.cached and fake.round_trips() > before
+        assert first.verdict is Verdict.ready
+    finally:
+        await service.aclose()
+        await store.aclose()
+
+    down = Store.from_url("redis://127.0.0.1:1", redis_prefix)  # nothing listens there
+    clients = MicrosoftClients(settings, sleep=sleeps)
+    service = ReadinessService(settings, catalog, cache=StoreCache(down), clients=clients)
+    try:
+        report = await service.check(scenario.tenant_id)
+        assert report.verdict is Verdict.ready and not report.cached
+    finally:
+        await service.aclose()
+        await down.aclose()
