@@ -93,6 +93,10 @@ class Store:
         """A cached value; raises RedisError when Redis is unavailable (callers decide how to degrade)."""
         return await self._call("get", self.key(key))
 
+    async def get_values(self, keys: list[str]) -> list[bytes | None]:
+        """Several cached values in one round trip (MGET); raises RedisError like `get_value`."""
+        return await self._call("mget", [self.key(key) for key in keys]) if keys else []
+
     async def set_value(self, key: str, value: str, ttl: int) -> None:
         if ttl > 0:
             await self._call("set", self.key(key), value.encode(), ex=ttl)

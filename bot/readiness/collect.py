@@ -32,6 +32,10 @@ ORG_MANAGEMENT = "Organization Management"
 
 
 class JsonCache(Protocol):
+    """A best-effort cache: reads of missing keys or during an outage give None, writes never raise."""
+
+    async def get_many_json(self, keys: list[str]) -> list[Any]: ...
+
     async def get_json(self, key: str) -> Any: ...
 
     async def set_json(self, key: str, value: Any, ttl: int) -> None: ...
@@ -85,24 +89,9 @@ class Collector:
             if api is not Api.partner_center or cpv_mode
         ]
 
-    # --- cache helpers ---------------------------------------------------------------------------
-
-    async def _cached(self, key: str) -> Any:
-        if self.cache is None:
-            return None
-        try:
-            return await self.cache.get_json(key)
-        except Exception as exc:  # a cache fault only costs a round trip
-            log.warning("readiness cache read failed: %s", type(exc).__name__)
-            return None
-
     async def _remember(self, key: str, value: Any, ttl: int) -> None:
-        if self.cache is None:
-            return
-        try:
+        if self.cache is not None:
             await self.cache.set_json(key, value, ttl)
-        except Exception as exc:
-            log.warning("readiness cache write failed: %s", type(exc).__name__)
 
     # --- collection ------------------------------------------------------------------------------
 
@@ -122,18 +111,20 @@ class Collector:
         # Resource service principals: their object ids differ per tenant, their app roles do not (per cloud),
         # so the large appRoles arrays are fetched once and cached for every tenant.
         resources_key = f"resources:{self.cache_scope}:{tenant_id}"
-        known_resources: dict[str, str] = await self._cached(resources_key) or {}
+        sp_key = f"sp:{self.cache_scope}:{tenant_id}:{self.target_app_id}"
+        keys = [resources_key, sp_key, *(f"approles:{self.cache_scope}:{app_id}" for app_id in self.resources)]
+        cached = await self.cache.get_many_json(keys) if self.cache else [None] * len(keys)  # one round trip
+        known_resources: dict[str, str] = cached[0] or {}
+        # Delegated grants (CPV only) can only be filtered by the app's object id: cached after the first check.
+        known_sp_id = cached[1] if self.cpv_mode else None
         role_maps: dict[str, dict[str, str]] = {}
         for index, app_id in enumerate(self.resources):
-            role_maps[app_id] = await self._cached(f"approles:{self.cache_scope}:{app_id}") or {}
+            role_maps[app_id] = cached[2 + index] or {}
             if app_id in known_resources.values() and role_maps[app_id]:
                 continue
             select = "id,appId" if role_maps[app_id] else "id,appId,appRoles"
             batch_a.append(SubRequest(f"res{index}", f"/servicePrincipals(appId={odata_string(app_id)})"
                                                        f"?$select={select}"))
-        # Delegated grants (CPV only) can only be filtered by the app's object id: cached after the first check.
-        sp_key = f"sp:{self.cache_scope}:{tenant_id}:{self.target_app_id}"
-        known_sp_id = await self._cached(sp_key) if self.cpv_mode else None
         if known_sp_id:
             batch_a.append(self._delegated(known_sp_id))
 
@@ -344,16 +335,8 @@ class Collector:
             snapshot.org_management_roles = Reading.failed(reason)
             return
         audit, org, roles = result["audit"], result["org"], result["roles"]
-        snapshot.audit_log_enabled = (
-            Reading.failed(f"Exchange: {_describe(audit)}") if isinstance(audit, BaseException)
-            else Reading(value=bool(audit and audit[0].get("UnifiedAuditLogIngestionEnabled")))
-            if audit else Reading.failed("Exchange returned no audit log configuration")
-        )
-        snapshot.dehydrated = (
-            Reading.failed(f"Exchange: {_describe(org)}") if isinstance(org, BaseException)
-            else Reading(value=bool(org[0].get("IsDehydrated"))) if org
-            else Reading.failed("Exchange returned no organization configuration")
-        )
+        snapshot.audit_log_enabled = _first_flag(audit, "UnifiedAuditLogIngestionEnabled", "audit log configuration")
+        snapshot.dehydrated = _first_flag(org, "IsDehydrated", "organization configuration")
         if isinstance(roles, BaseException):
             snapshot.org_management_roles = Reading.failed(f"Exchange: {_describe(roles)}")
         else:
@@ -365,3 +348,12 @@ class Collector:
                 # The role may come back as an identity path; compare on its last segment.
                 names.add(role.replace("/", "\\").rsplit("\\", 1)[-1])
             snapshot.org_management_roles = Reading(value=frozenset(names))
+
+
+def _first_flag(output: list[dict[str, Any]] | BaseException, name: str, what: str) -> Reading[bool]:
+    """A boolean property of a cmdlet's single output object, or why it could not be read."""
+    if isinstance(output, BaseException):
+        return Reading.failed(f"Exchange: {_describe(output)}")
+    if not output:
+        return Reading.failed(f"Exchange returned no {what}")
+    return Reading(value=bool(output[0].get(name)))

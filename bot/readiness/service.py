@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bot.microsoft import MicrosoftClients
 from bot.microsoft.errors import (
     AppNotInTenant,
@@ -33,17 +35,27 @@ log = logging.getLogger(__name__)
 
 
 class StoreCache:
-    """JSON values in the bot's Redis store; every fault is reported to the caller, who carries on."""
+    """JSON values in the bot's Redis store. Never raises: a cache fault only costs Microsoft round trips."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
+    async def get_many_json(self, keys: list[str]) -> list[Any]:
+        try:
+            raws = await self.store.get_values(keys)
+            return [None if raw is None else json.loads(raw) for raw in raws]
+        except (RedisError, ValueError) as exc:
+            log.warning("readiness cache unavailable, checking live: %s", type(exc).__name__)
+            return [None] * len(keys)
+
     async def get_json(self, key: str) -> Any:
-        raw = await self.store.get_value(key)
-        return None if raw is None else json.loads(raw)
+        return (await self.get_many_json([key]))[0]
 
     async def set_json(self, key: str, value: Any, ttl: int) -> None:
-        await self.store.set_value(key, json.dumps(value, separators=(",", ":")), ttl)
+        try:
+            await self.store.set_value(key, json.dumps(value, separators=(",", ":")), ttl)
+        except RedisError as exc:
+            log.warning("readiness cache write failed: %s", type(exc).__name__)
 
 
 @dataclass
@@ -101,11 +113,7 @@ class ReadinessService:
     async def run(self, request: CheckRequest) -> Report:
         key = self._report_key(request)
         if not request.fresh and self.cache is not None:
-            try:
-                cached = await self.cache.get_json(key)
-            except Exception as exc:  # Redis down: check live instead
-                log.warning("readiness cache unavailable: %s", type(exc).__name__)
-                cached = None
+            cached = await self.cache.get_json(key)
             if cached:
                 report = Report.from_json(cached)
                 report.cached = True
@@ -124,10 +132,8 @@ class ReadinessService:
         report.duration_ms = round((time.perf_counter() - started) * 1000)
         report.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
         if self.cache is not None and report.verdict.value != "unknown":
-            try:  # an "unknown" is never cached: the next try should ask Microsoft again
-                await self.cache.set_json(key, report.to_json(), self.settings.itdr_check_ttl_seconds)
-            except Exception as exc:
-                log.warning("readiness cache write failed: %s", type(exc).__name__)
+            # An "unknown" is never cached: the next try should ask Microsoft again.
+            await self.cache.set_json(key, report.to_json(), self.settings.itdr_check_ttl_seconds)
         return report
 
     async def _snapshot(self, tenant: TenantRef, waves: WaveCounter) -> TenantSnapshot:
