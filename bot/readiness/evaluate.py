@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from bot.readiness.model import (
@@ -151,28 +152,23 @@ def evaluate(
 def holds(item: Item, snapshot: TenantSnapshot) -> bool | None:
     """Whether the tenant grants `item` to the ITDR app; None when the fact could not be read."""
     sp = snapshot.service_principal
-    if item.kind is Kind.role_group_role:
-        roles = snapshot.org_management_roles
-        return None if not roles.known or roles.value is None else item.name in roles.value
-    if not sp.known:
-        return None
-    if sp.value is None:
+    if item.kind is not Kind.role_group_role and sp.known and sp.value is None:
         return False  # nothing can be granted to an app that is not in the tenant
-    if item.kind is Kind.directory_role:
-        held = snapshot.directory_roles
-        return None if not held.known or held.value is None else item.ids.template_id in held.value
-    if item.kind is Kind.application_permission:
-        granted, named = snapshot.app_roles, snapshot.app_role_names
-        if not granted.known or granted.value is None:
-            return None
-        by_name = named.value if named.known and named.value is not None else frozenset()
-        return (item.ids.resource_app_id, item.ids.application_id) in granted.value or (
-            (item.ids.resource_app_id, item.name) in by_name
-        )
-    delegated = snapshot.delegated_scopes
-    if not delegated.known or delegated.value is None:
+    reading = _reading_for(item, snapshot)
+    if not reading.known or reading.value is None:
         return None
-    return item.name in delegated.value.get(item.ids.resource_app_id or "", frozenset())
+    held: Any = reading.value
+    resource = item.ids.resource_app_id or ""
+    match item.kind:
+        case Kind.directory_role:
+            return item.ids.template_id in held
+        case Kind.role_group_role:
+            return item.name in held
+        case Kind.application_permission:
+            names = snapshot.app_role_names.value if snapshot.app_role_names.known else None
+            return (resource, item.ids.application_id) in held or (resource, item.name) in (names or frozenset())
+        case _:
+            return item.name in held.get(resource, frozenset())
 
 
 def _granted_alias(item: Item, snapshot: TenantSnapshot) -> str | None:
@@ -192,6 +188,7 @@ _FOUND_TEXT = {
 
 
 def _reading_for(item: Item, snapshot: TenantSnapshot) -> Reading[object]:
+    """The fact that decides `item` (the app's own grants all depend on reading its service principal)."""
     if not snapshot.service_principal.known and item.kind is not Kind.role_group_role:
         return snapshot.service_principal  # type: ignore[return-value]
     return {  # type: ignore[return-value]
