@@ -24,9 +24,15 @@ ensure_venv() {
     local want
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "Installing itdr-bot${extras:+ [$extras]} into .venv..." >&2
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}" >&2
+        echo "Installing itdr-bot${extras:+ [$extras]} into .venv (log: .venv/install.log)..." >&2
+        # pip's chatter goes to the log; it is shown only when the install fails.
+        if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip &&
+            .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"; } \
+            >.venv/install.log 2>&1; then
+            cat .venv/install.log >&2
+            echo "Installing itdr-bot failed (see above)." >&2
+            return 1
+        fi
         echo "$want" >"$stamp"
     fi
 }
