@@ -72,25 +72,50 @@ def cmd_manifest(args: argparse.Namespace, catalog: Catalog) -> int:
     return EXIT_OK
 
 
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": "usage", "message": message}))
+    else:
+        print(f"itdr: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
     import asyncio
 
     from bot import terminal
-    from bot.microsoft.errors import InvalidTenant, MicrosoftError
-    from bot.readiness.runner import run_check
-    from bot.settings import Settings
+    from bot.cli_slack import settings_for
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.tenant import parse_tenant
+    from bot.readiness.model import Report, Verdict
+    from bot.runtime import Runtime
+    from bot.settings import Mode
 
-    try:
-        report = asyncio.run(run_check(Settings(), catalog, args.tenant, args.version, fresh=args.fresh))
-    except (InvalidTenant, MicrosoftError) as exc:
-        if args.json:
-            print(json.dumps({"error": "usage", "message": exc.message}))
-        else:
-            print(f"itdr: {exc.message}", file=sys.stderr)
+    try:  # bad input gets its answer before any configuration or network is touched
+        tenant = parse_tenant(args.tenant)
+        version = (catalog.revision(args.version) if args.version else catalog.latest).version
+    except InvalidTenant as exc:
+        return _usage_error(args, exc.message)
+    settings = settings_for(Mode.CLI)
+    if settings is None:
         return EXIT_USAGE
-    data = report.to_json()
-    _emit(args, data, lambda: terminal.render_report(data))
-    return {"ready": EXIT_OK, "degraded": EXIT_NOT_FOUND, "blocked": EXIT_NOT_FOUND}.get(data["verdict"], EXIT_USAGE)
+    if not settings.readiness_configured:
+        return _usage_error(args, NOT_CONFIGURED)
+
+    async def check() -> Report:
+        async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:
+            assert runtime.readiness is not None
+            request = runtime.readiness.request(tenant.value, version)
+            return await runtime.readiness.run(request, fresh=args.fresh)
+
+    report = asyncio.run(check())
+    _emit(args, report.to_json(), lambda: terminal.render_report(report))
+    return {Verdict.ready: EXIT_OK, Verdict.degraded: EXIT_NOT_FOUND, Verdict.blocked: EXIT_NOT_FOUND}.get(
+        report.verdict, EXIT_USAGE)
+
+
+NOT_CONFIGURED = ("the tenant readiness check is not configured: set ITDR_CLIENT_ID, ITDR_CLIENT_SECRET (or "
+                  "ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID (see README, 'Tenant readiness check').")
 
 
 def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:

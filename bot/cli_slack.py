@@ -13,24 +13,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the Slack stack is imported only when a Slack command runs: `itdr why` stays fast
-    from bot.app import Mode
-    from bot.settings import Settings
+    from bot.settings import Mode, Settings
 
 EXIT_CONFIG = 2
 
 
-def _run(mode: Mode, runner: Callable[[Settings], int], **overrides: object) -> int:
-    from bot.app import ConfigError, check_settings, load_settings
+def settings_for(mode: Mode, **overrides: object) -> Settings | None:
+    """Settings for `mode` with logging set up, or None after printing the one-line reason they are unusable."""
     from bot.logging import setup_logging
+    from bot.settings import ConfigError, load_settings
 
     try:
-        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
-        setup_logging(settings.log_level)
-        check_settings(settings, mode)
+        settings = load_settings(mode, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         print(f"itdr: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return runner(settings)
+        return None
+    setup_logging(settings.log_level)
+    return settings
+
+
+def _run(mode: Mode, runner: Callable[[Settings], int], **overrides: object) -> int:
+    settings = settings_for(mode, **overrides)
+    return EXIT_CONFIG if settings is None else runner(settings)
 
 
 def _serve(settings: Settings, host: str = "0.0.0.0") -> int:
@@ -52,19 +56,19 @@ def _console(settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.app import Mode
+    from bot.settings import Mode
 
     return _run(Mode.HTTP, lambda s: _serve(s, host=args.host), port=args.port)
 
 
 def cmd_socket(args: argparse.Namespace) -> int:
-    from bot.app import Mode
+    from bot.settings import Mode
 
     return _run(Mode.SOCKET, _socket)
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from bot.app import Mode
+    from bot.settings import Mode
 
     return _run(Mode.CONSOLE, _console)
 
@@ -97,7 +101,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def main_job_mode(settings: Settings) -> Mode:
     """Slack tokens set → the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP); otherwise the console."""
-    from bot.app import Mode
+    from bot.settings import Mode
 
     if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value().strip():
         return Mode.CONSOLE
@@ -109,7 +113,7 @@ def main_job_mode(settings: Settings) -> Mode:
 def start_main_job() -> int:
     """`itdr start`: run the bot when Slack tokens are set, the console otherwise (embedded Redis without
     REDIS_URL in every case)."""
-    from bot.app import ConfigError, Mode, load_settings
+    from bot.settings import ConfigError, Mode, load_settings
 
     try:
         settings = load_settings()

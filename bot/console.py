@@ -1,8 +1,8 @@
 """`itdr console`: type `/itdr …` lines, read the answers as text, press buttons by number.
 
 It drives the very same `AsyncApp` and listeners as HTTP and Socket Mode: each line becomes a Socket Mode
-style request dispatched through Bolt, and a small loopback "Slack" on 127.0.0.1 receives what the app
-sends back (response_url posts and `views.publish`) and prints it. Nothing leaves the machine.
+style request dispatched through Bolt, and a local "Slack" on 127.0.0.1 receives what the app sends back
+(response_url posts, messages, `views.publish`) and prints it. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -21,12 +23,14 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.app import Mode, build_app, build_client
-from bot.settings import Settings
-from bot.store import open_store
+from bot.app import build_app
+from bot.loopback import LocalSlack, parse_body
+from bot.runtime import Runtime
+from bot.settings import Mode, Settings
+from bot.signals import run_until_signalled
 
 CONSOLE_TOKEN = "xoxb-console-loopback"
-TEAM, USER, CHANNEL = "T0CONSOLE", "U0CONSOLE", "C0CONSOLE"
+TEAM, USER, CHANNEL = LocalSlack.team_id, "U0CONSOLE", "C0CONSOLE"
 HELP = "Type `/itdr why Mail.ReadWrite` (the `/itdr` is optional), `home`, a button number, or `quit`."
 
 
@@ -39,60 +43,21 @@ class Button:
     home: bool = False
 
 
-@dataclass
-class Loopback:
+class Loopback(LocalSlack):
     """Receives what the app sends to "Slack" while running in the console."""
 
-    port: int = 0
-    inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
-    _runner: web.AppRunner | None = None
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
-    async def start(self) -> Loopback:
-        app = web.Application()
-        app.router.add_post("/api/{method}", self._api)
-        app.router.add_post("/response/{rid}", self._response)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
+    async def web_api(self, request: web.Request) -> web.Response:
+        method, args = request.match_info["method"], await parse_body(request)
+        if method != "auth.test":
+            await self.inbox.put((method, args))
+        return web.json_response(self.answer(method, args))
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/"
-
-    def response_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/response/{next(self._ids)}"
-
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        raw = await request.text()
-        if request.content_type == "application/json":
-            return json.loads(raw or "{}")
-        from urllib.parse import parse_qsl
-
-        data: dict[str, Any] = dict(parse_qsl(raw))
-        for key in ("view", "blocks"):
-            if isinstance(data.get(key), str):
-                data[key] = json.loads(data[key])
-        return data
-
-    async def _api(self, request: web.Request) -> web.Response:
-        method, body = request.match_info["method"], await self._body(request)
-        if method == "auth.test":
-            return web.json_response({"ok": True, "team_id": TEAM, "user_id": "U0BOT", "bot_id": "B0BOT"})
-        await self.inbox.put((method, body))
-        view = body.get("view") or {}
-        return web.json_response({"ok": True, "view": view | {"id": "V0HOME", "hash": str(time.time())}})
-
-    async def _response(self, request: web.Request) -> web.Response:
-        await self.inbox.put(("response_url", await self._body(request)))
+    async def response(self, request: web.Request) -> web.Response:
+        await self.inbox.put(("response_url", await parse_body(request)))
         return web.Response(text="ok")
 
 
@@ -100,36 +65,57 @@ class Loopback:
 #  rendering
 # ----------------
 
-_LINK = re.compile(r"<[@#]?([^|>]+)(?:\|([^>]+))?>")
+_LINK = re.compile(r"<[@#!]?([^|>]+)(?:\|([^>]+))?>")
+_BOLD = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])")
+_ITALIC = re.compile(r"(?<![\w_])_(?!\s)([^_\n]+?)(?<!\s)_(?![\w_])")
+_EMOJI = re.compile(r":([a-z0-9_+-]+):")
+#: The shortcodes the app uses, as terminal symbols; any other shortcode is left as typed.
+EMOJI = {
+    "warning": "⚠", "x": "✗", "white_check_mark": "✓", "heavy_check_mark": "✓", "no_entry": "⛔",
+    "grey_question": "?", "large_yellow_circle": "●", "heavy_plus_sign": "+", "heavy_minus_sign": "−",
+    "information_source": "ℹ", "hourglass_flowing_sand": "⏳", "lock": "🔒", "bell": "🔔", "mag": "🔍",
+}
 
 
-def plain(mrkdwn: str) -> str:
-    """Slack mrkdwn → terminal text (keeps emphasis markers, which read fine as plain text)."""
+def plain(mrkdwn: str, *, bold: bool = False) -> str:
+    """Slack mrkdwn → terminal text: links and mentions read as text, *bold* (in ANSI bold on a terminal) and
+    _italic_ lose their markers, emoji shortcodes become symbols, entities are decoded."""
     text = _LINK.sub(lambda m: m.group(2) or m.group(1), mrkdwn)
+    text = _BOLD.sub(lambda m: f"\033[1m{m.group(1)}\033[0m" if bold else m.group(1), text)
+    text = _ITALIC.sub(lambda m: m.group(1), text)
+    text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def render_blocks(blocks: list[dict[str, Any]], buttons: list[Button], *, home: bool = False) -> list[str]:
+def render_blocks(
+    blocks: list[dict[str, Any]], buttons: list[Button], *, home: bool = False, bold: bool = False
+) -> list[str]:
     """Blocks as text lines; buttons get numbers appended to `buttons`."""
     lines: list[str] = []
 
+    def text(value: str) -> str:
+        return plain(value, bold=bold)
+
     def add_button(element: dict[str, Any], block_id: str) -> str:
-        buttons.append(Button(element["text"]["text"], element["action_id"], element.get("value", ""), block_id, home))
-        return f"[{len(buttons)}] {element['text']['text']}"
+        label = element["text"]["text"]
+        if element.get("url"):  # a link button opens a page rather than calling the app
+            return f"[{label}: {element['url']}]"
+        buttons.append(Button(label, element["action_id"], element.get("value", ""), block_id, home))
+        return f"[{len(buttons)}] {label}"
 
     for block in blocks:
         kind = block.get("type")
         if kind == "header":
-            lines += ["", f"== {block['text']['text']} =="]
+            lines += ["", f"== {text(block['text']['text'])} =="]
         elif kind == "section":
             if block.get("text"):
-                lines.append(plain(block["text"]["text"]))
-            lines += [plain(f["text"]) for f in block.get("fields") or []]
+                lines.append(text(block["text"]["text"]))
+            lines += [text(f["text"]) for f in block.get("fields") or []]
             accessory = block.get("accessory")
             if accessory and accessory.get("type") == "button":
                 lines.append("    " + add_button(accessory, block.get("block_id", "")))
         elif kind == "context":
-            lines.append("  (" + " · ".join(plain(e.get("text", "")) for e in block.get("elements", [])) + ")")
+            lines.append("  (" + " · ".join(text(e.get("text", "")) for e in block.get("elements", [])) + ")")
         elif kind == "divider":
             lines.append("-" * 40)
         elif kind == "actions":
@@ -155,6 +141,10 @@ class Console:
     wait_seconds: float = 5.0
     _triggers: Any = field(default_factory=lambda: itertools.count(1))
 
+    @property
+    def bold(self) -> bool:
+        return bool(getattr(self.out, "isatty", lambda: False)())
+
     def print(self, *lines: str) -> None:
         for line in lines:
             print(line, file=self.out)
@@ -164,7 +154,7 @@ class Console:
         response = await self.app.async_dispatch(AsyncBoltRequest(body=body, mode="socket_mode"))
         if response.status != 200:
             self.print(f"(the app answered {response.status})")
-        elif response.body:  # a reply carried by the ack itself (an error message, "Checking…")
+        elif response.body:  # an answer carried by the ack itself
             try:
                 payload = json.loads(response.body)
             except ValueError:
@@ -175,7 +165,7 @@ class Console:
     async def collect(self, *, quiet: bool = False) -> None:
         """Print what the app sends back: wait for the first item, then drain what follows quickly."""
         try:
-            item = await asyncio.wait_for(self.loopback.inbox.get(), self.wait_seconds)
+            item = await asyncio.wait_for(self.loopback.inbox.get(), 0.3 if quiet else self.wait_seconds)
         except TimeoutError:
             if not quiet:
                 self.print("(no answer)")
@@ -188,16 +178,27 @@ class Console:
                 return
 
     def show(self, kind: str, payload: dict[str, Any]) -> None:
-        self.buttons = []
         if kind == "views.publish":
+            self.buttons = []
             self.home_view = payload.get("view") or {}
-            lines = render_blocks(self.home_view.get("blocks", []), self.buttons, home=True)
-            self.print("[Home tab]", *lines, "")
+            lines = render_blocks(self.home_view.get("blocks", []), self.buttons, home=True, bold=self.bold)
+            self.print("", "[Home tab]", *lines, "")
             return
-        where = "posted in the channel" if payload.get("response_type") == "in_channel" else "only you can see this"
+        if kind.startswith("views."):  # a modal: its buttons cannot be pressed from here
+            view = payload.get("view") or {}
+            title = (view.get("title") or {}).get("text", "")
+            self.print("", f"[dialog: {title}]", *render_blocks(view.get("blocks", []), [], bold=self.bold), "")
+            return
+        self.buttons = []
+        if kind == "chat.update":
+            where = "updated in the channel"
+        elif kind == "chat.postMessage" or payload.get("response_type") == "in_channel":
+            where = "posted in the channel"
+        else:
+            where = "only you can see this"
         blocks = payload.get("blocks") or []
-        lines = render_blocks(blocks, self.buttons) if blocks else [payload.get("text", "")]
-        self.print(f"[{where}]", *lines, "")
+        lines = render_blocks(blocks, self.buttons, bold=self.bold) if blocks else [plain(payload.get("text", ""))]
+        self.print("", f"[{where}]", *lines, "")
 
     def command_body(self, text: str) -> dict[str, Any]:
         return {
@@ -265,48 +266,88 @@ class Console:
         return True
 
 
-async def _stdin_lines(prompt: str) -> AsyncIterator[str]:
-    while True:
-        try:
-            yield await asyncio.to_thread(input, prompt)
-        except EOFError:
-            return
+class Prompt:
+    """Terminal lines, read by a daemon thread one at a time, only when asked.
+
+    Asking per line keeps the prompt after the answer (never on the answer's first line), and a daemon thread
+    (not the event loop's executor) lets Ctrl-C leave at once instead of waiting for Enter.
+    """
+
+    def __init__(self, prompt: str) -> None:
+        self._prompt = prompt
+        self._asks: queue.SimpleQueue[asyncio.Future[str | None]] = queue.SimpleQueue()
+        threading.Thread(target=self._read, name="console-input", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            future = self._asks.get()
+            try:
+                line: str | None = input(self._prompt)
+            except (EOFError, KeyboardInterrupt):
+                line = None
+            loop = future.get_loop()
+            loop.call_soon_threadsafe(lambda f=future, value=line: f.done() or f.set_result(value))
+            if line is None:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._asks.put(future)
+            line = await future
+            if line is None:
+                return
+            yield line
 
 
 async def run_console(
-    settings: Settings, *, lines: Iterable[str] | AsyncIterator[str] | None = None, out: TextIO | None = None
+    settings: Settings,
+    *,
+    lines: Iterable[str] | AsyncIterator[str] | None = None,
+    out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the console until `quit` or end of input. `lines`/`out` default to the terminal."""
+    """Run the console until `quit`, end of input or `stop`. `lines`/`out` default to the terminal."""
     out = out or sys.stdout
-    loopback = await Loopback().start()
-    store, embedded = open_store(settings.redis_url, settings.redis_prefix)
-    app: AsyncApp | None = None
+    stop = stop or asyncio.Event()
+    loopback = Loopback()
+    await loopback.start()
     try:
         local = settings.model_copy(update={"slack_api_url": loopback.api_url})
-        app = build_app(local, mode=Mode.CONSOLE, store=store, client=build_client(local, token=CONSOLE_TOKEN))
-        console = Console(app, loopback, out)
-        console.print("itdr console: " + HELP)
-        source = lines if lines is not None else _stdin_lines("itdr> ")
-        if isinstance(source, AsyncIterator):
-            async for line in source:
-                if not await console.handle_line(line):
+        async with Runtime.open(local, Mode.CONSOLE, slack_token=CONSOLE_TOKEN) as runtime:
+            console = Console(build_app(runtime), loopback, out)
+            console.print("itdr console: " + HELP)
+            source: AsyncIterator[str] = (
+                _aiter(lines) if lines is not None and not isinstance(lines, AsyncIterator)
+                else lines if lines is not None else aiter(Prompt("itdr> "))
+            )
+            while not stop.is_set():
+                next_line = asyncio.ensure_future(anext(source, None))
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({next_line, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not next_line.done():
+                    next_line.cancel()
                     break
-        else:
-            for line in source:
-                if not await console.handle_line(line):
+                line = next_line.result()
+                if line is None or not await console.handle_line(line):
                     break
     finally:
-        if app is not None:
-            await app.shared_session.close()  # type: ignore[attr-defined]
-        await store.aclose()
         await loopback.stop()
-        if embedded is not None:
-            embedded.close()
     return 0
 
 
+async def _aiter(lines: Iterable[str]) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
 def run(settings: Settings) -> int:
-    try:
-        return asyncio.run(run_console(settings))
-    except KeyboardInterrupt:
-        return 0
+    """`itdr console` until `quit`, end of input, Ctrl-C or SIGTERM."""
+    code = run_until_signalled(lambda stop: _console(settings, stop))
+    print(file=sys.stdout)  # leave the shell prompt on a line of its own after Ctrl-C
+    return code
+
+
+async def _console(settings: Settings, stop: asyncio.Event) -> None:
+    await run_console(settings, stop=stop)

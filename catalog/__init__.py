@@ -1,8 +1,9 @@
 """The ITDR permission catalog: the vendor's document as data, and pure logic over it."""
 
 from catalog.models import (
-    API_TITLES,
+    API_LABELS,
     Api,
+    ApiLabels,
     Diff,
     Discrepancy,
     Ids,
@@ -18,8 +19,9 @@ from catalog.models import (
 from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog
 
 __all__ = [
-    "API_TITLES",
+    "API_LABELS",
     "Api",
+    "ApiLabels",
     "Catalog",
     "CatalogError",
     "Diff",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,13 +18,19 @@ class Api(StrEnum):
     exchange_role_group = "exchange_role_group"
 
 
-API_TITLES: dict[Api, str] = {
-    Api.graph: "Microsoft Graph",
-    Api.exchange: "Office 365 Exchange Online",
-    Api.o365_management: "Office 365 Management APIs",
-    Api.partner_center: "Microsoft Partner Center",
-    Api.entra_role: "Microsoft Entra ID",
-    Api.exchange_role_group: "Exchange Online (Organization Management role group)",
+class ApiLabels(NamedTuple):
+    title: str  # the API as Microsoft names it
+    items: str  # its items as a group, as a report lists them
+
+
+API_LABELS: dict[Api, ApiLabels] = {
+    Api.graph: ApiLabels("Microsoft Graph", "Microsoft Graph permissions"),
+    Api.exchange: ApiLabels("Office 365 Exchange Online", "Exchange Online permissions"),
+    Api.o365_management: ApiLabels("Office 365 Management APIs", "Office 365 Management API permissions"),
+    Api.partner_center: ApiLabels("Microsoft Partner Center", "Partner Center permissions"),
+    Api.entra_role: ApiLabels("Microsoft Entra ID", "Entra directory roles"),
+    Api.exchange_role_group: ApiLabels("Exchange Online (Organization Management role group)",
+                                       "Organization Management roles"),
 }
 
 
@@ -112,7 +118,7 @@ class Item(Frozen):
 
     @property
     def api_title(self) -> str:
-        return API_TITLES[self.api]
+        return API_LABELS[self.api].title
 
     @property
     def kind_title(self) -> str:

@@ -16,6 +16,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.response import BoltResponse
 
+from bot.store import StateUnavailable
 from handlers.blocks.answers import error_message, notice_message
 from handlers.payloads import BadPayload
 
@@ -51,6 +52,8 @@ async def handle_error(
     elif isinstance(error, BadPayload):
         message = notice_message("That button is out of date. Ask again with `/itdr`.")
         log.warning("bad button payload")
+    elif isinstance(error, StateUnavailable):  # a decision was not recorded: say so, never pretend
+        message = notice_message(str(error))
     else:
         error_id = new_error_id()
         log.error("listener failed [error id %s]: %s", error_id, type(error).__name__, exc_info=error)

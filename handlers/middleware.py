@@ -10,7 +10,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-from bot.store import DELIVERY_TTL_SECONDS, Store
+from bot.store import DELIVERY_TTL_SECONDS, Cache
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,12 @@ def delivery_id(body: dict[str, Any]) -> str | None:
 
 
 async def deduplicate_deliveries(
-    body: dict[str, Any], request: AsyncBoltRequest, store: Store, next_: Callable[[], Awaitable[None]]
+    body: dict[str, Any], request: AsyncBoltRequest, cache: Cache, next_: Callable[[], Awaitable[None]]
 ) -> BoltResponse | None:
     """SET NX EX on the delivery id: a second delivery (X-Slack-Retry-Num, or a Socket Mode retry) is acked
     with an empty 200 and runs nothing. With Redis down the claim fails open and the request proceeds."""
     key = delivery_id(body)
-    if key and not await store.claim("delivery", key, ttl=DELIVERY_TTL_SECONDS):
+    if key and not await cache.claim("delivery", key, ttl=DELIVERY_TTL_SECONDS):
         retry = (request.headers.get("x-slack-retry-num") or ["?"])[0]
         log.info("duplicate delivery ignored (retry %s)", retry)
         return BoltResponse(status=200, body="")

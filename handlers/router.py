@@ -6,8 +6,9 @@ same however it was asked for.
 
 from __future__ import annotations
 
-from typing import Any
-
+from bot.microsoft.errors import InvalidTenant
+from bot.readiness.service import CheckRequest, ReadinessService
+from catalog import Catalog, UnknownVersion
 from handlers.blocks.answers import (
     Surface,
     diff_message,
@@ -23,6 +24,8 @@ from handlers.ids import SubCommand
 from handlers.payloads import AnswerRequest
 
 MAX_QUERY = 200
+NOT_CONFIGURED = ("The tenant readiness check is not configured here: an operator sets ITDR_CLIENT_ID, "
+                  "ITDR_CLIENT_SECRET (or ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID.")
 
 
 def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
@@ -37,9 +40,8 @@ def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
         return AnswerRequest(cmd=SubCommand.HELP), f"Unknown sub-command `{head[:40]}`."
     if cmd in (SubCommand.WHY, SubCommand.SEARCH):
         if not rest:
-            return AnswerRequest(
-                cmd=SubCommand.HELP
-            ), f"`{cmd.value}` needs a {'name' if cmd is SubCommand.WHY else 'word'}."
+            what = "name" if cmd is SubCommand.WHY else "word"
+            return AnswerRequest(cmd=SubCommand.HELP), f"`{cmd.value}` needs a {what}."
         return AnswerRequest(cmd=cmd, args=(" ".join(rest)[:MAX_QUERY],)), None
     if cmd is SubCommand.CHECK:
         if not rest or len(rest) > 2:
@@ -53,68 +55,67 @@ def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
 
 
 def render(
-    catalog: Any,
+    catalog: Catalog,
     request: AnswerRequest,
     *,
     surface: Surface = Surface.MESSAGE,
     shared_by: str | None = None,
     note: str | None = None,
 ) -> Message:
-    """Answer `request` from the catalog (pure: no I/O beyond the catalog's cached data)."""
-    from catalog import UnknownVersion
-
-    kwargs = {"surface": surface, "shared_by": shared_by}
+    """Answer a catalog question (pure and fast: it fits inside the ack). `check` is answered by `answer_check`."""
     match request.cmd:
         case SubCommand.WHY:
-            return why_message(catalog.lookup(request.args[0]), request, **kwargs)
+            return why_message(catalog.lookup(request.args[0]), request, surface=surface, shared_by=shared_by)
         case SubCommand.SEARCH:
-            return search_message(request.args[0], catalog.search(request.args[0], limit=10), request, **kwargs)
+            items = catalog.search(request.args[0], limit=10)
+            return search_message(request.args[0], items, request, surface=surface, shared_by=shared_by)
         case SubCommand.VERSIONS:
-            return versions_message(catalog.revisions, request, **kwargs)
+            return versions_message(catalog.revisions, request, surface=surface, shared_by=shared_by)
         case SubCommand.DIFF:
             try:
                 diff = catalog.diff(*request.args)
-                forward = int(diff.to_version[1:]) == int(diff.from_version[1:]) + 1
-                notes = catalog.revision(diff.to_version).notes if forward else ()
             except UnknownVersion as exc:
                 return notice_message(str(exc))
-            return diff_message(diff, request, notes=notes, **kwargs)
+            forward = catalog.revision(diff.to_version).number == catalog.revision(diff.from_version).number + 1
+            notes = catalog.revision(diff.to_version).notes if forward else ()
+            return diff_message(diff, request, notes=notes, surface=surface, shared_by=shared_by)
     return help_message(note)
 
 
+def prepare_check(readiness: ReadinessService | None, request: AnswerRequest) -> CheckRequest | str:
+    """Validate a `check` once: the CheckRequest to run, or why it cannot run, in words for the user."""
+    if readiness is None:
+        return NOT_CONFIGURED
+    try:
+        return readiness.request(*request.args[:2])
+    except UnknownVersion as exc:
+        return str(exc)
+    except InvalidTenant as exc:  # a friendly message that does not echo the input
+        return exc.message
+
+
+async def answer_check(
+    readiness: ReadinessService, check: CheckRequest, request: AnswerRequest, *, fresh: bool = False,
+    shared_by: str | None = None,
+) -> Message:
+    """Run (or reuse) a readiness check and render it; a Microsoft fault becomes an honest "could not check"."""
+    report = await readiness.run(check, fresh=fresh)
+    return check_message(report, request, shared_by=shared_by)
+
+
 async def answer(
-    catalog: Any,
-    readiness: Any,
+    catalog: Catalog,
+    readiness: ReadinessService | None,
     request: AnswerRequest,
     *,
     fresh: bool = False,
     shared_by: str | None = None,
-    note: str | None = None,
 ) -> Message:
-    """Like `render`, but also answers `check`, which asks Microsoft (async, may take seconds)."""
+    """Any answer, `check` included (for buttons that repeat a question: Share, Re-check)."""
     if request.cmd is not SubCommand.CHECK:
-        return render(catalog, request, shared_by=shared_by, note=note)
-    problem = check_problem(catalog, readiness, request)
-    if problem:
-        return notice_message(problem)
-    report = await readiness.check(*request.args, fresh=fresh)
-    return check_message(report.to_json(), request, shared_by=shared_by)
-
-
-def check_problem(catalog: Any, readiness: Any, request: AnswerRequest) -> str | None:
-    """Why a `check` cannot run (bad tenant, unknown revision, not configured), in words for the user."""
-    from bot.microsoft.tenant import parse_tenant
-    from catalog import UnknownVersion
-
-    if readiness is None:
-        return ("The tenant readiness check is not configured here: an operator sets ITDR_CLIENT_ID, "
-                "ITDR_CLIENT_SECRET (or ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID.")
-    try:
-        parse_tenant(request.args[0])
-        if len(request.args) > 1:
-            catalog.revision(request.args[1])
-    except UnknownVersion as exc:
-        return str(exc)
-    except ValueError as exc:  # InvalidTenant: a friendly message that does not echo the input
-        return str(exc)
-    return None
+        return render(catalog, request, shared_by=shared_by)
+    check = prepare_check(readiness, request)
+    if isinstance(check, str):
+        return notice_message(check)
+    assert readiness is not None
+    return await answer_check(readiness, check, request, fresh=fresh, shared_by=shared_by)

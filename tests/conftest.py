@@ -25,11 +25,8 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    embedded = EmbeddedRedis()
-    try:
+    with EmbeddedRedis() as embedded:
         yield embedded.url
-    finally:
-        embedded.close()
 
 
 @pytest.fixture

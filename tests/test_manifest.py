@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 import handlers
-from bot.app import Mode, build_app
-from bot.settings import Settings
-from bot.store import Store
-from handlers import actions, commands, events, views
+from bot.app import build_app
+from bot.runtime import Runtime
+from bot.settings import Mode, load_settings
+from handlers import actions, commands, events
 from handlers.ids import ActionId, SubCommand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,14 +24,13 @@ def manifest() -> dict:
     return yaml.safe_load((ROOT / "app_manifest.yml").read_text())
 
 
-@pytest.fixture(scope="module")
-def registered() -> set[str]:
-    settings = Settings(
-        _env_file=None,
-        slack_bot_token="xoxb-manifest-test",  # type: ignore[call-arg]
-        slack_signing_secret="manifest-test-secret",
-    )
-    app = build_app(settings, mode=Mode.HTTP, store=Store(None))
+@pytest.fixture
+async def registered(redis_url: str, redis_prefix: str) -> set[str]:
+    settings = load_settings(Mode.HTTP, _env_file=None, slack_bot_token="xoxb-manifest-test",
+                             slack_signing_secret="manifest-test-secret", redis_url=redis_url,
+                             redis_prefix=redis_prefix)
+    async with Runtime.open(settings, Mode.HTTP) as runtime:
+        app = build_app(runtime)
     return {listener.ack_function.__name__ for listener in app._async_listeners}
 
 
@@ -46,7 +45,7 @@ def test_manifest_matches_slack_schema(manifest: dict):
 
 
 def test_every_listener_table_entry_is_registered(registered: set[str]):
-    tables = [commands.LISTENERS, actions.LISTENERS, views.LISTENERS, events.LISTENERS]
+    tables = [commands.LISTENERS, actions.LISTENERS, events.LISTENERS]
     expected = {listener.__name__ for table in tables for listener in table.values()}
     assert registered == expected
     assert handlers.register.__module__ == "handlers"
@@ -67,7 +66,7 @@ def test_events_and_home_tab_agree(manifest: dict):
 
 
 def test_interactivity_agrees(manifest: dict):
-    assert manifest["settings"]["interactivity"]["is_enabled"] is bool(actions.LISTENERS or views.LISTENERS)
+    assert manifest["settings"]["interactivity"]["is_enabled"] is bool(actions.LISTENERS)
     assert set(actions.LISTENERS) == set(ActionId), "every action id the builders can emit has a listener"
 
 

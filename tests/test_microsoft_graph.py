@@ -24,7 +24,7 @@ from bot.microsoft import (
     track_round_trips,
 )
 from bot.microsoft.graph import GraphClient
-from bot.microsoft.http import MicrosoftHttp, RetryPolicy
+from bot.microsoft.http import MicrosoftHttp, Priority, RetryPolicy
 from bot.settings import Settings
 from tests.fakes.microsoft import (
     ENTRA_ROLES,
@@ -324,7 +324,7 @@ async def test_fake_paging_is_followed(ms: MicrosoftClients, fake: FakeMicrosoft
 
 
 async def test_fake_speaks_the_readiness_queries(ms: MicrosoftClients, fake: FakeMicrosoft) -> None:
-    graph = ms.graph(TENANT, priority="high")
+    graph = ms.graph(TENANT, priority=Priority.HIGH)
     sp = await graph.get(
         f"/servicePrincipals(appId={odata_string(fake.target_app_id)})?$select=id,appId,accountEnabled"
     )

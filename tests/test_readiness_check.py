@@ -288,7 +288,7 @@ def test_itdr_check_command_line_exit_codes_and_json(
 
     settings = fake.settings()
     for name in ("itdr_client_id", "itdr_target_app_id", "itdr_authority_host", "itdr_graph_url",
-                 "itdr_exchange_url", "itdr_management_url"):
+                 "itdr_exchange_url"):
         monkeypatch.setenv(name.upper(), str(getattr(settings, name)))
     monkeypatch.setenv("ITDR_CLIENT_SECRET", settings.itdr_client_secret.get_secret_value())  # type: ignore[union-attr]
     monkeypatch.delenv("REDIS_URL", raising=False)
@@ -329,14 +329,13 @@ async def test_a_grant_under_the_v2_revisions_name_counts_and_says_so(
 async def test_results_are_cached_in_redis_and_redis_down_still_checks_live(
     fake: FakeMicrosoft, sleeps: SleepRecorder, redis_url: str, redis_prefix: str
 ) -> None:
-    from bot.readiness.service import StoreCache
-    from bot.store import Store
+    from bot.store import RedisConnections
 
     scenario = fake.add_tenant(complete_scenario())
     settings = fake.settings()
-    store = Store.from_url(redis_url, redis_prefix)
+    store = RedisConnections(redis_url, redis_prefix)
     clients = MicrosoftClients(settings, sleep=sleeps)
-    service = ReadinessService(settings, catalog, cache=StoreCache(store), clients=clients)
+    service = ReadinessService(settings, catalog, cache=store.cache, clients=clients)
     try:
         first = await service.check(scenario.tenant_id)
         before = fake.round_trips()
@@ -349,9 +348,9 @@ async def test_results_are_cached_in_redis_and_redis_down_still_checks_live(
         await service.aclose()
         await store.aclose()
 
-    down = Store.from_url("redis://127.0.0.1:1", redis_prefix)  # nothing listens there
+    down = RedisConnections("redis://127.0.0.1:1", redis_prefix)  # nothing listens there
     clients = MicrosoftClients(settings, sleep=sleeps)
-    service = ReadinessService(settings, catalog, cache=StoreCache(down), clients=clients)
+    service = ReadinessService(settings, catalog, cache=down.cache, clients=clients)
     try:
         report = await service.check(scenario.tenant_id)
         assert report.verdict is Verdict.ready and not report.cached

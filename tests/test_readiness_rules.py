@@ -28,7 +28,7 @@ def full_snapshot(version: str = "v6") -> TenantSnapshot:
     """A tenant that grants every non-CPV item of a revision."""
     items = [item for item in catalog.items_at(version) if not item.cpv_only]
     return TenantSnapshot(
-        tenant=TenantInfo(TENANT, "contoso.onmicrosoft.com", "Contoso"),
+        tenant=TenantInfo(id=TENANT, domain="contoso.onmicrosoft.com", name="Contoso"),
         service_principal=Reading(ServicePrincipal("sp-1", APP_ID, "Huntress Security Platform (Direct)", True)),
         app_roles=Reading(frozenset((i.ids.resource_app_id, i.ids.application_id) for i in items
                                     if i.kind is Kind.application_permission)),
@@ -187,10 +187,19 @@ def test_a_certain_blocker_wins_over_unknowns() -> None:
 def test_report_json_round_trips_for_the_cache() -> None:
     from bot.readiness.model import Report
 
-    report = evaluate(without(full_snapshot(), "Mail.ReadWrite"), catalog, "v6", remedies)
+    report = evaluate(without(full_snapshot(), "Mail.ReadWrite", "AuditLog.Read.All"), catalog, "v6", remedies)
     data = report.to_json()
     assert set(data) >= {"tenant", "catalog_version", "satisfied_version", "verdict", "items", "missing",
-                         "round_trips", "duration_ms"}
-    again = Report.from_json(data)
-    assert again.to_json() == data
+                         "round_trips", "duration_ms", "retry_after"}
+    again = Report.model_validate_json(report.model_dump_json())
+    assert again == report  # every field comes back, `blocking` included
+    assert [i.id for i in again.items if i.blocking] == ["graph.AuditLog.Read.All"]
+
+
+def test_throttling_past_the_retries_carries_retry_after_up_to_the_report() -> None:
+    snapshot = replace(full_snapshot(), conditional_access=Reading.failed("Graph answered 429", retry_after=40.0),
+                       audit_log_enabled=Reading.failed("Exchange: 503", retry_after=120.0))
+    report = evaluate(snapshot, catalog, "v6", remedies)
+    assert report.verdict is Verdict.unknown  # what an engineer is told stays honest
+    assert report.retry_after == 120.0  # what a background job needs to reschedule
 

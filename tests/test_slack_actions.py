@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import json
 
-from tests.fakes.slack import RESPONSE, FakeSlack
+from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, all_action_ids, find_button
 from tests.test_slack_commands import ask
 
 
-async def click(slack: SlackSim, fake: FakeSlack, button: dict, *, count: int, **kwargs) -> dict:
+async def click(slack: SlackSim, fake: FakeSlack, button: dict, *, within: float = 15, **kwargs) -> dict:
+    """Press `button`; the answer the app posts to the click's response_url."""
     response, payload = await slack.click(button["action_id"], button["value"], block_id=button["block_id"], **kwargs)
     assert response.status_code == 200, response.text
-    calls = await fake.wait_for(RESPONSE, count=count)
-    rid = payload["response_url"].rsplit("/", 1)[1]
-    mine = [c for c in calls if c.path.endswith(rid)]
-    assert mine, "no answer on the click's response_url"
-    return mine[-1].args
+    return await fake.answer_at(payload["response_url"], within=within)
 
 
 class TestShareInChannel:
     async def test_reposts_the_same_answer_visibly(self, slack: SlackSim, fake_slack: FakeSlack):
         private = await ask(slack, fake_slack, "why Mail.ReadWrite")
-        shared = await click(slack, fake_slack, find_button(private["blocks"], "itdr-share"), count=2)
+        shared = await click(slack, fake_slack, find_button(private["blocks"], "itdr-share"))
         assert shared["response_type"] == "in_channel"
         assert shared["replace_original"] is False
         assert shared["text"] == private["text"]
@@ -33,8 +30,8 @@ class TestShareInChannel:
     async def test_double_click_shares_once(self, slack: SlackSim, fake_slack: FakeSlack):
         private = await ask(slack, fake_slack, "why Exchange Administrator")
         share = find_button(private["blocks"], "itdr-share")
-        await click(slack, fake_slack, share, count=2)
-        second = await click(slack, fake_slack, share, count=3)
+        await click(slack, fake_slack, share)
+        second = await click(slack, fake_slack, share)
         assert second["response_type"] == "ephemeral"
         assert second["text"] == "Already shared in this channel."
         visible = [c for c in fake_slack.responses() if c.args.get("response_type") == "in_channel"]
@@ -42,7 +39,7 @@ class TestShareInChannel:
 
     async def test_shared_diff_page_keeps_show_more(self, slack: SlackSim, fake_slack: FakeSlack):
         private = await ask(slack, fake_slack, "diff v4 v5")
-        shared = await click(slack, fake_slack, find_button(private["blocks"], "itdr-share"), count=2)
+        shared = await click(slack, fake_slack, find_button(private["blocks"], "itdr-share"))
         assert shared["response_type"] == "in_channel"
         assert "itdr-show-more" in all_action_ids(shared["blocks"])
 
@@ -52,7 +49,7 @@ class TestDidYouMean:
         miss = await ask(slack, fake_slack, "why exchange adminstrator")
         button = find_button(miss["blocks"], "itdr-ask")
         assert button["text"]["text"] == "Exchange Administrator"
-        answer = await click(slack, fake_slack, button, count=2)
+        answer = await click(slack, fake_slack, button)
         assert answer["blocks"][0]["text"]["text"] == "Exchange Administrator"
         assert answer["response_type"] == "ephemeral"
 
@@ -61,7 +58,7 @@ class TestDidYouMean:
         suggestions = next(b for b in miss["blocks"] if b["type"] == "actions")["elements"]
         assert len(suggestions) >= 2
         second = suggestions[1] | {"block_id": "itdr-suggestions"}
-        answer = await click(slack, fake_slack, second, count=2)
+        answer = await click(slack, fake_slack, second)
         assert answer["blocks"][0]["text"]["text"] == second["text"]["text"]
 
 
@@ -82,7 +79,7 @@ class TestShowMore:
             if "itdr-show-more" not in all_action_ids(page["blocks"]):
                 break
             pages += 1
-            page = await click(slack, fake_slack, find_button(page["blocks"], "itdr-show-more"), count=pages)
+            page = await click(slack, fake_slack, find_button(page["blocks"], "itdr-show-more"))
             assert page["replace_original"] is False, "earlier pages stay readable"
         assert pages >= 2
         assert sorted(seen) == expected
@@ -91,10 +88,10 @@ class TestShowMore:
 class TestStaleButtons:
     async def test_unreadable_value_gets_a_notice(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await click(
-            slack, fake_slack, {"action_id": "itdr-ask", "value": "not json", "block_id": "x"}, count=1
+            slack, fake_slack, {"action_id": "itdr-ask", "value": "not json", "block_id": "x"}
         )
         assert answer["text"] == "That button is out of date. Ask again with `/itdr`."
 
     async def test_unknown_action_is_acked_with_a_notice(self, slack: SlackSim, fake_slack: FakeSlack):
-        answer = await click(slack, fake_slack, {"action_id": "itdr-retired", "value": "{}", "block_id": "x"}, count=1)
+        answer = await click(slack, fake_slack, {"action_id": "itdr-retired", "value": "{}", "block_id": "x"})
         assert "no longer supported" in answer["text"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.microsoft import FakeMicrosoft, TenantScenario, running_fake
-from tests.fakes.slack import RESPONSE, FakeSlack
+from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_readiness_check import complete_scenario, drop
 from tests.test_slack_actions import click
@@ -32,7 +32,6 @@ def microsoft_settings(fake: FakeMicrosoft) -> dict[str, Any]:
         "itdr_authority_host": settings.itdr_authority_host,
         "itdr_graph_url": settings.itdr_graph_url,
         "itdr_exchange_url": settings.itdr_exchange_url,
-        "itdr_management_url": settings.itdr_management_url,
     }
 
 
@@ -44,16 +43,19 @@ def checking_slack(
     yield SlackSim(running.events_url, fake_slack)
 
 
-async def check(slack: SlackSim, fake: FakeSlack, text: str, *, count: int = 1) -> tuple[str, dict]:
+async def check(slack: SlackSim, fake: FakeSlack, text: str) -> tuple[str, dict]:
+    """`/itdr check …`: the ack's text ("Checking…") and the report posted to the response_url."""
     started = time.monotonic()
     response, form = await slack.command(text)
     assert response.status_code == 200 and time.monotonic() - started < 3
-    ack = response.json()["text"] if response.text else ""
-    rid = form["response_url"].rsplit("/", 1)[1]
-    calls = await fake.wait_for(RESPONSE, count=count, within=15)
-    mine = [c for c in calls if c.path.endswith(rid)]
-    assert mine
-    return ack, mine[-1].args
+    return response.json()["text"], await fake.answer_at(form["response_url"], within=15)
+
+
+async def refused(slack: SlackSim, text: str) -> dict:
+    """`/itdr check …` that cannot run: answered in the ack itself, nothing follows."""
+    response, _ = await slack.command(text)
+    assert response.status_code == 200
+    return response.json()
 
 
 async def test_a_blocked_tenant_gets_verdict_first_failures_with_fixes_and_explain(
@@ -69,7 +71,7 @@ async def test_a_blocked_tenant_gets_verdict_first_failures_with_fixes_and_expla
     assert "AuditLog.Read.All" in text and "Log and event ingest" in text and "adminconsent" in text
     explain = find_button(blocks, "itdr-ask", "Explain")
     assert json.loads(explain["value"]) == {"c": "why", "a": ["AuditLog.Read.All"]}
-    why = await click(checking_slack, fake_slack, explain, count=2)
+    why = await click(checking_slack, fake_slack, explain)
     assert why["blocks"][0]["text"]["text"] == "AuditLog.Read.All"
     assert report["text"].startswith("Blocked: tenant")
 
@@ -82,7 +84,7 @@ async def test_recheck_replaces_the_report_with_a_fresh_one(
     _, report = await check(checking_slack, fake_slack, f"check {scenario.tenant_id}")
     assert report["blocks"][0]["text"]["text"] == ":no_entry: Blocked"
     scenario.org_management_roles.append("Transport Rules")  # the engineer fixed it
-    again = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-recheck"), count=2)
+    again = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-recheck"))
     assert again["replace_original"] is True
     assert again["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
 
@@ -93,7 +95,7 @@ async def test_share_posts_the_cached_report_visibly(
     scenario = microsoft.add_tenant(complete_scenario())
     _, report = await check(checking_slack, fake_slack, f"check {scenario.tenant_id}")
     before = microsoft.round_trips()
-    shared = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-share"), count=2)
+    shared = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-share"))
     assert shared["response_type"] == "in_channel"
     assert shared["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
     assert "Shared by" in json.dumps(shared["blocks"])
@@ -117,13 +119,30 @@ async def test_bad_tenant_input_gets_a_friendly_answer_and_no_request(
     microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
 ) -> None:
     before = microsoft.round_trips()
-    ack, answer = await check(checking_slack, fake_slack, "check contoso.com'/../x")
-    assert ack == ""
+    answer = await refused(checking_slack, "check contoso.com'/../x")
     assert "doesn't look like a Microsoft 365 tenant" in answer["text"]
     assert "contoso.com'/../x" not in json.dumps(answer)  # the input is not echoed back
     assert microsoft.round_trips() == before
 
 
 async def test_check_without_microsoft_settings_explains_the_setup(slack: SlackSim, fake_slack: FakeSlack) -> None:
-    _, answer = await check(slack, fake_slack, "check contoso.onmicrosoft.com")
+    answer = await refused(slack, "check contoso.onmicrosoft.com")
     assert "not configured" in answer["text"]
+
+
+async def test_ack_within_3s_while_a_slow_microsoft_keeps_the_check_going(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario = microsoft.add_tenant(complete_scenario())
+    microsoft.latency = 1.2  # every Microsoft request: a check now needs several seconds
+    try:
+        started = time.monotonic()
+        response, form = await checking_slack.command(f"check {scenario.tenant_id}")
+        acked = time.monotonic() - started
+        assert response.status_code == 200 and "Checking" in response.json()["text"]
+        assert acked < 1.0, f"ack took {acked:.2f}s"
+        report = await fake_slack.answer_at(form["response_url"], within=30)
+        assert time.monotonic() - started >= 3.0, "the check kept going after the ack"
+        assert report["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
+    finally:
+        microsoft.latency = 0.0

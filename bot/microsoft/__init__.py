@@ -27,11 +27,6 @@ from bot.microsoft.errors import (
     ConsentRequired,
     Forbidden,
     InvalidTenant,
-    ManagementApiError,
-    ManagementPermissionDenied,
-    ManagementSubscriptionDisabled,
-    ManagementSubscriptionMissing,
-    ManagementTenantError,
     MicrosoftError,
     MissingServicePrincipal,
     NotFound,
@@ -45,7 +40,6 @@ from bot.microsoft.errors import (
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.graph import GraphClient, SubRequest, SubResponse, odata_string
 from bot.microsoft.http import MicrosoftHttp, RetryPolicy, RoundTrips, Sleep, build_async_client, track_round_trips
-from bot.microsoft.management import ManagementClient
 from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource, TokenProvider
 from bot.settings import Settings
@@ -70,16 +64,10 @@ class MicrosoftClients:
         client = http_client or build_async_client(settings.itdr_http_timeout_seconds)
         self.http = MicrosoftHttp(client, policy=retry_policy, sleep=sleep)
         self.exchange = ExchangeClient(self.http, self.tokens, settings)
-        self.management = ManagementClient(self.http, self.tokens, settings)
 
     def graph(self, tenant: TenantRef | str, *, priority: str | None = None, version: str = "v1.0") -> GraphClient:
         """A Graph client bound to one tenant; `priority` sets x-ms-throttle-priority (low/normal/high)."""
         return GraphClient(self.http, self.tokens, self.settings, tenant, priority=priority, version=version)
-
-    @property
-    def round_trips(self) -> int:
-        """Process-wide count of HTTP requests to Graph/Exchange/Management (token calls excluded)."""
-        return self.http.round_trips
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -106,12 +94,6 @@ __all__ = [
     "Forbidden",
     "GraphClient",
     "InvalidTenant",
-    "ManagementApiError",
-    "ManagementClient",
-    "ManagementPermissionDenied",
-    "ManagementSubscriptionDisabled",
-    "ManagementSubscriptionMissing",
-    "ManagementTenantError",
     "MicrosoftClients",
     "MicrosoftError",
     "MicrosoftHttp",

@@ -76,7 +76,7 @@ class BadClientSecret(TokenError):
     """AADSTS7000215 / 7000222: our own client secret is wrong or expired. An ops problem."""
 
 
-# --- HTTP APIs (Graph, Exchange admin API, Management Activity API) ---------------------------
+# --- HTTP APIs (Graph, Exchange admin API) ---------------------------
 
 
 class ApiError(MicrosoftError):
@@ -124,26 +124,6 @@ class Throttled(ApiError):
 
 class ServiceUnavailable(ApiError):
     """5xx still returned after the bounded retries."""
-
-
-class ManagementApiError(ApiError):
-    """Office 365 Management Activity API error carrying an AFxxxxx code."""
-
-
-class ManagementPermissionDenied(ManagementApiError):
-    """AF10001: the token lacks ActivityFeed.Read."""
-
-
-class ManagementTenantError(ManagementApiError):
-    """AF20010-AF20013: tenant mismatch, missing, misconfigured or not a GUID."""
-
-
-class ManagementSubscriptionMissing(ManagementApiError):
-    """AF20022: no subscription for the content type."""
-
-
-class ManagementSubscriptionDisabled(ManagementApiError):
-    """AF20023: a tenant admin disabled the subscription."""
 
 
 class TransportError(MicrosoftError):

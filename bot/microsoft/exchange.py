@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from bot.microsoft.errors import MicrosoftError
-from bot.microsoft.http import MicrosoftHttp
+from bot.microsoft.http import MicrosoftHttp, collect_pages
 from bot.microsoft.tenant import TenantRef
 from bot.microsoft.tokens import Resource, TokenProvider
 from bot.settings import Settings
@@ -91,34 +91,19 @@ class ExchangeClient:
             "Connection-Id": str(uuid.uuid4()),
         }
         payload = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": dict(parameters or {})}}
-        url: str | None = f"{self._base}/{tenant}/InvokeCommand"
         params = {"$select": ",".join(select)} if select else None
-        items: list[dict[str, Any]] = []
-        pages = 0
-        while url:
-            pages += 1
-            if pages > self._max_pages:
-                raise MicrosoftError(f"{SERVICE}: more than {self._max_pages} pages from {cmdlet}, giving up")
-            response = await self._http.request(
-                "POST",
-                url,
-                service=SERVICE,
-                headers=headers,
-                params=params,
-                json=payload,
-                error_parser=parse_exchange_error,
-            )
+
+        async def page(url: str) -> dict[str, Any]:
+            nonlocal params
+            response = await self._http.request("POST", url, service=SERVICE, headers=headers, params=params,
+                                                json=payload, error_parser=parse_exchange_error)
+            params = None  # a nextLink carries its own query
             body = response.json()
             if not isinstance(body, dict):
                 raise MicrosoftError(f"{SERVICE}: unexpected response shape from {cmdlet}")
-            value = body.get("value")
-            warnings = body.get("@adminapi.warnings") or []
-            if warnings:
+            if warnings := body.get("@adminapi.warnings"):
                 log.info("%s %s warnings: %s", SERVICE, cmdlet, "; ".join(map(str, warnings))[:500])
-            items.extend(v for v in value or [] if isinstance(v, dict))
-            link = body.get("@odata.nextLink")
-            if link and not str(link).startswith(self._base + "/"):
-                raise MicrosoftError(f"{SERVICE}: refusing to follow a nextLink outside {self._base}")
-            url = str(link) if link else None
-            params = None  # the nextLink carries its own query
-        return items
+            return body
+
+        return await collect_pages(f"{self._base}/{tenant}/InvokeCommand", page, base=self._base, service=SERVICE,
+                                   max_pages=self._max_pages)

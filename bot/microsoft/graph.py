@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.microsoft.errors import MicrosoftError, api_error_class
-from bot.microsoft.http import MicrosoftHttp, parse_retry_after
+from bot.microsoft.http import MicrosoftHttp, Priority, collect_pages, parse_retry_after
 from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource, TokenProvider
 from bot.settings import Settings
@@ -108,7 +108,7 @@ class GraphClient:
         tenant: TenantRef | str,
         *,
         version: str = "v1.0",
-        priority: str | None = None,
+        priority: Priority | None = None,
         max_pages: int = 500,
     ) -> None:
         self._http = http
@@ -122,7 +122,6 @@ class GraphClient:
         token = await self._tokens.get_token(self.tenant, Resource.GRAPH)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if self._priority:
-            # Graph throttles "low" first; a Slack-triggered check can ask for "high".
             headers["x-ms-throttle-priority"] = self._priority
         headers.update(extra or {})
         return headers
@@ -141,34 +140,12 @@ class GraphClient:
 
     async def get_all(self, path: str, *, headers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """GET a collection, following @odata.nextLink verbatim until it is absent."""
-        first = await self._get_url(self._base + _check_relative(path), headers)
-        items: list[dict[str, Any]] = list(first.get("value") or [])
-        if link := first.get("@odata.nextLink"):
-            items.extend(await self.get_rest(str(link), headers=headers))
-        return items
+        return await self.get_rest(self._base + _check_relative(path), headers=headers)
 
     async def get_rest(self, next_link: str, *, headers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """The remaining pages of a collection whose first page (e.g. a $batch sub-response) had a nextLink."""
-        url: str | None = self._next_link({"@odata.nextLink": next_link})
-        items: list[dict[str, Any]] = []
-        pages = 0
-        while url:
-            pages += 1
-            if pages > self._max_pages:
-                raise MicrosoftError(f"{SERVICE}: more than {self._max_pages} pages, giving up")
-            body = await self._get_url(url, headers)
-            items.extend(body.get("value") or [])
-            url = self._next_link(body)
-        return items
-
-    def _next_link(self, body: Mapping[str, Any]) -> str | None:
-        link = body.get("@odata.nextLink")
-        if not link:
-            return None
-        if not str(link).startswith(self._base + "/"):
-            # Never follow a link to another host with our bearer token attached.
-            raise MicrosoftError(f"{SERVICE}: refusing to follow a nextLink outside {self._base}")
-        return str(link)
+        """A collection from `next_link` on, e.g. the rest of one whose first page came in a $batch."""
+        return await collect_pages(next_link, lambda url: self._get_url(url, headers), base=self._base,
+                                   service=SERVICE, max_pages=self._max_pages)
 
     async def batch(self, requests: Iterable[SubRequest] | Mapping[str, str]) -> dict[str, SubResponse]:
         """Run requests through $batch (20 per post, posts in parallel), correlated by id.

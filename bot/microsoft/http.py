@@ -18,17 +18,27 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import httpx
 
-from bot.microsoft.errors import ApiError, TransportError, api_error_class
+from bot.microsoft.errors import ApiError, MicrosoftError, TransportError, api_error_class
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
 USER_AGENT = "itdr-bot/0.1"
+
+
+class Priority(StrEnum):
+    """Graph's x-ms-throttle-priority: under pressure Graph throttles `low` first. Slack-triggered checks send
+    `high`, background sweeps `low`, so people never wait behind a sweep."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
 
 
 # --- TLS and proxy ---------------------------------------------------------------------------
@@ -121,6 +131,32 @@ def record_token_request() -> None:
         counter.token_requests += 1
 
 
+# --- Paging ---------------------------------------------------------------------------------------
+
+
+async def collect_pages(
+    url: str, fetch: Callable[[str], Awaitable[dict[str, Any]]], *, base: str, service: str, max_pages: int
+) -> list[dict[str, Any]]:
+    """Every `value` item of a collection, following `@odata.nextLink` verbatim (Graph and Exchange page alike).
+
+    Only links under `base` are followed: a link elsewhere would carry our bearer token to another host.
+    """
+    items: list[dict[str, Any]] = []
+    pages = 0
+    next_url: str | None = url
+    while next_url:
+        if not next_url.startswith(base + "/"):
+            raise MicrosoftError(f"{service}: refusing to follow a nextLink outside {base}")
+        pages += 1
+        if pages > max_pages:
+            raise MicrosoftError(f"{service}: more than {max_pages} pages, giving up")
+        body = await fetch(next_url)
+        items.extend(value for value in body.get("value") or [] if isinstance(value, dict))
+        link = body.get("@odata.nextLink")
+        next_url = str(link) if link else None
+    return items
+
+
 # --- Retry policy ----------------------------------------------------------------------------
 
 
@@ -193,7 +229,6 @@ class MicrosoftHttp:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
         self.rng = rng
-        self.round_trips = 0  # process-wide total, for metrics
 
     def delay_for(self, attempt: int, retry_after: float | None) -> float:
         return retry_after if retry_after is not None else self.policy.backoff(attempt, self.rng)
@@ -210,7 +245,6 @@ class MicrosoftHttp:
         retry: bool = False,
     ) -> httpx.Response:
         """One round trip; transport failures become TransportError."""
-        self.round_trips += 1
         record_round_trip(service, retry=retry)
         started = time.monotonic()
         try:

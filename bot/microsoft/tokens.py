@@ -47,7 +47,6 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 class Resource(StrEnum):
     GRAPH = "graph"
     EXCHANGE = "exchange"
-    MANAGEMENT = "management"
 
 
 def scope_for(settings: Settings, resource: Resource | str) -> str:
@@ -55,7 +54,6 @@ def scope_for(settings: Settings, resource: Resource | str) -> str:
     base = {
         Resource.GRAPH: settings.graph_url,
         Resource.EXCHANGE: settings.exchange_url,
-        Resource.MANAGEMENT: settings.management_url,
     }[Resource(resource)]
     return f"{base}/.default"
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
-from bot.microsoft.errors import MicrosoftError
+from bot.microsoft.errors import ApiError, MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.graph import GraphClient, SubRequest, SubResponse, odata_string
+from bot.microsoft.http import Priority, parse_retry_after
 from bot.readiness.model import (
     ConditionalAccessPolicy,
     Reading,
@@ -22,6 +23,7 @@ from bot.readiness.model import (
     TenantInfo,
     TenantSnapshot,
 )
+from bot.store import Cache
 from catalog import Api, Catalog
 
 log = logging.getLogger(__name__)
@@ -29,16 +31,6 @@ log = logging.getLogger(__name__)
 # Entra ID P2's service plan (AAD_PREMIUM_P2), as listed in Microsoft's licensing service plan reference.
 P2_SERVICE_PLAN_ID = "eec0eb4f-6444-4f95-aba0-50c24d67f998"
 ORG_MANAGEMENT = "Organization Management"
-
-
-class JsonCache(Protocol):
-    """A best-effort cache: reads of missing keys or during an outage give None, writes never raise."""
-
-    async def get_many_json(self, keys: list[str]) -> list[Any]: ...
-
-    async def get_json(self, key: str) -> Any: ...
-
-    async def set_json(self, key: str, value: Any, ttl: int) -> None: ...
 
 
 class WaveCounter:
@@ -52,14 +44,27 @@ class WaveCounter:
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
 
+_COME_BACK_LATER = (429, 503)
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, MicrosoftError):
         return error.message
     return f"{type(error).__name__}"
 
 
-def _sub_error(response: SubResponse, what: str) -> str:
-    return f"Graph answered {response.status} to {what} ({response.error_code or 'error'}: {response.error_message})"
+def _failed(error: BaseException, prefix: str = "") -> Reading[Any]:
+    """Why an exception stopped a read; a throttled or unavailable service carries its Retry-After along."""
+    retry_after = (error.retry_after if isinstance(error, ApiError) and error.status in _COME_BACK_LATER
+                   else None)
+    return Reading.failed(f"{prefix}{_describe(error)}", retry_after=retry_after)
+
+
+def _sub_failed(response: SubResponse, what: str) -> Reading[Any]:
+    retry_after = parse_retry_after(response.headers.get("retry-after")) if response.status in _COME_BACK_LATER \
+        else None
+    return Reading.failed(f"Graph answered {response.status} to {what} ({response.error_code or 'error'}: "
+                          f"{response.error_message})", retry_after=retry_after)
 
 
 class Collector:
@@ -68,11 +73,11 @@ class Collector:
     def __init__(
         self,
         catalog: Catalog,
-        graph_for: Callable[[str], GraphClient],
+        graph_for: Callable[[str, Priority], GraphClient],
         exchange: ExchangeClient,
         target_app_id: str,
         *,
-        cache: JsonCache | None = None,
+        cache: Cache | None = None,
         cpv_mode: bool = False,
         cache_scope: str = "",
     ) -> None:
@@ -95,8 +100,8 @@ class Collector:
 
     # --- collection ------------------------------------------------------------------------------
 
-    async def collect(self, tenant_id: str, waves: WaveCounter) -> TenantSnapshot:
-        graph = self.graph_for(tenant_id)
+    async def collect(self, tenant_id: str, waves: WaveCounter, priority: Priority) -> TenantSnapshot:
+        graph = self.graph_for(tenant_id, priority)
         target = f"/servicePrincipals(appId={odata_string(self.target_app_id)})"
         batch_a: list[SubRequest] = [
             SubRequest("sp", f"{target}?$select=id,appId,displayName,accountEnabled"),
@@ -130,7 +135,9 @@ class Collector:
 
         graph_result, exchange_result = await waves.run(graph.batch(batch_a), self._exchange(tenant_id))
         if isinstance(graph_result, BaseException):
-            snapshot = TenantSnapshot.unreadable(TenantInfo(tenant_id), f"Graph: {_describe(graph_result)}")
+            failed = _failed(graph_result, "Graph: ")
+            snapshot = TenantSnapshot.unreadable(TenantInfo(id=tenant_id), failed.error or "",
+                                                 retry_after=failed.retry_after)
             self._apply_exchange(snapshot, exchange_result)
             return snapshot
         responses: dict[str, SubResponse] = graph_result
@@ -194,7 +201,7 @@ class Collector:
         if response.status == 404:
             return Reading(value=None)
         if not response.ok:
-            return Reading.failed(_sub_error(response, "the ITDR app's service principal"))
+            return _sub_failed(response, "the ITDR app's service principal")
         body = response.body
         return Reading(value=ServicePrincipal(id=body["id"], app_id=body["appId"],
                                               display_name=body.get("displayName"),
@@ -203,10 +210,10 @@ class Collector:
     @staticmethod
     def _tenant_info(tenant_id: str, response: SubResponse) -> TenantInfo:
         if not response.ok:
-            return TenantInfo(tenant_id)
+            return TenantInfo(id=tenant_id)
         orgs = response.body.get("value") or []
         if not orgs:
-            return TenantInfo(tenant_id)
+            return TenantInfo(id=tenant_id)
         org = orgs[0]
         domains = org.get("verifiedDomains") or []
         default = next((d["name"] for d in domains if d.get("isDefault")), None)
@@ -216,7 +223,7 @@ class Collector:
     @staticmethod
     def _apply_org(snapshot: TenantSnapshot, response: SubResponse) -> None:
         if not response.ok:
-            snapshot.p2_licensed = Reading.failed(_sub_error(response, "the organization's licences"))
+            snapshot.p2_licensed = _sub_failed(response, "the organization's licences")
             return
         orgs = response.body.get("value") or []
         plans = orgs[0].get("assignedPlans", []) if orgs else []
@@ -244,11 +251,11 @@ class Collector:
                 ))
             snapshot.conditional_access = Reading(value=policies)
         else:
-            snapshot.conditional_access = Reading.failed(_sub_error(ca, "Conditional Access policies"))
+            snapshot.conditional_access = _sub_failed(ca, "Conditional Access policies")
         if defaults.ok:
             snapshot.security_defaults = Reading(value=bool(defaults.body.get("isEnabled")))
         else:
-            snapshot.security_defaults = Reading.failed(_sub_error(defaults, "Security Defaults"))
+            snapshot.security_defaults = _sub_failed(defaults, "Security Defaults")
 
     async def _resource_map(
         self,
@@ -276,7 +283,7 @@ class Collector:
                       resource_ids: dict[str, tuple[str, dict[str, str]]]) -> None:
         grants = responses["grants"]
         if not grants.ok:
-            snapshot.app_roles = Reading.failed(_sub_error(grants, "the app's granted permissions"))
+            snapshot.app_roles = _sub_failed(grants, "the app's granted permissions")
             snapshot.app_role_names = snapshot.app_roles
         else:
             pairs: set[tuple[str, str]] = set()
@@ -295,7 +302,7 @@ class Collector:
             snapshot.app_roles = Reading(value=frozenset(pairs))
         roles = responses["roles"]
         if not roles.ok:
-            snapshot.directory_roles = Reading.failed(_sub_error(roles, "the app's directory roles"))
+            snapshot.directory_roles = _sub_failed(roles, "the app's directory roles")
         else:
             snapshot.directory_roles = Reading(value=frozenset(
                 role.get("roleTemplateId", "") for role in roles.body.get("value") or []
@@ -304,7 +311,7 @@ class Collector:
         if delegated is None:
             snapshot.delegated_scopes = Reading(value={})
         elif not delegated.ok:
-            snapshot.delegated_scopes = Reading.failed(_sub_error(delegated, "the app's delegated grants"))
+            snapshot.delegated_scopes = _sub_failed(delegated, "the app's delegated grants")
         else:
             scopes: dict[str, frozenset[str]] = {}
             for grant in delegated.body.get("value") or []:
@@ -330,15 +337,13 @@ class Collector:
     @staticmethod
     def _apply_exchange(snapshot: TenantSnapshot, result: Any) -> None:
         if isinstance(result, BaseException):
-            reason = _describe(result)
-            snapshot.audit_log_enabled = snapshot.dehydrated = Reading.failed(reason)
-            snapshot.org_management_roles = Reading.failed(reason)
+            snapshot.audit_log_enabled = snapshot.dehydrated = snapshot.org_management_roles = _failed(result)
             return
         audit, org, roles = result["audit"], result["org"], result["roles"]
         snapshot.audit_log_enabled = _first_flag(audit, "UnifiedAuditLogIngestionEnabled", "audit log configuration")
         snapshot.dehydrated = _first_flag(org, "IsDehydrated", "organization configuration")
         if isinstance(roles, BaseException):
-            snapshot.org_management_roles = Reading.failed(f"Exchange: {_describe(roles)}")
+            snapshot.org_management_roles = _failed(roles, "Exchange: ")
         else:
             names = set()
             for assignment in roles:
@@ -353,7 +358,7 @@ class Collector:
 def _first_flag(output: list[dict[str, Any]] | BaseException, name: str, what: str) -> Reading[bool]:
     """A boolean property of a cmdlet's single output object, or why it could not be read."""
     if isinstance(output, BaseException):
-        return Reading.failed(f"Exchange: {_describe(output)}")
+        return _failed(output, "Exchange: ")
     if not output:
         return Reading.failed(f"Exchange returned no {what}")
     return Reading(value=bool(output[0].get(name)))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 from bot.readiness.model import (
+    CheckGroup,
     CheckItem,
     CheckStatus,
     Reading,
@@ -56,11 +58,10 @@ def _why(item: Item) -> str:
     return f"{item.impact.capability_title}: {item.impact.capability_summary}"
 
 
-def _unknown(check_id: str, title: str, reading: Reading[object], **extra: object) -> CheckItem:
-    return CheckItem(
-        id=check_id, status=CheckStatus.unknown, title=title,
-        detail=f"Could not check: {reading.error}", **extra,  # type: ignore[arg-type]
-    )
+def _unknown(check_id: str, title: str, reason: str | None, group: CheckGroup, *, why: str | None = None,
+             blocking: bool = False) -> CheckItem:
+    return CheckItem(id=check_id, status=CheckStatus.unknown, title=title, detail=f"Could not check: {reason}",
+                     group=group, why=why, blocking=blocking)
 
 
 def _missing_status(item: Item) -> tuple[CheckStatus, bool]:
@@ -86,7 +87,8 @@ def evaluate(
 
     # 1. The service principal: nothing else can be granted without it.
     if not sp_reading.known:
-        items.append(_unknown("service_principal", "ITDR app present in the tenant", sp_reading, blocking=True))
+        items.append(_unknown("service_principal", "ITDR app present in the tenant", sp_reading.error, CheckGroup.app,
+                              blocking=True))
     elif sp is None:
         items.append(CheckItem(
             id="service_principal", status=CheckStatus.failed, title="ITDR app present in the tenant",
@@ -146,6 +148,7 @@ def evaluate(
         satisfied_version=_satisfied_version(snapshot, catalog, cpv_mode),
         verdict=verdict,
         items=items,
+        retry_after=snapshot.retry_after,
     )
 
 
@@ -209,29 +212,25 @@ def _check_item(
     no_sp: bool,
     cpv_mode: bool,
 ) -> CheckItem:
-    check_id = f"{item.api.value}.{item.name}"
-    base = {"catalog_name": item.name, "group": item.api.value, "why": _why(item)}
-    title = f"{item.name} ({item.api_title} {item.kind_title})"
+    check = partial(CheckItem, id=f"{item.api.value}.{item.name}", title=f"{item.name} ({item.api_title} "
+                    f"{item.kind_title})", catalog_name=item.name, group=CheckGroup(item.api.value), why=_why(item))
     if item.cpv_only and not cpv_mode:
-        return CheckItem(id=check_id, status=CheckStatus.not_applicable, title=title,
-                         detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE).", **base)
+        return check(status=CheckStatus.not_applicable,
+                     detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE).")
     missing_status, blocking = _missing_status(item)
     held = holds(item, snapshot)
     if held is None:
         reason = _reading_for(item, snapshot).error or "no data"
-        return CheckItem(id=check_id, status=CheckStatus.unknown, title=title, detail=f"Could not check: {reason}",
-                         blocking=blocking, **base)
+        return check(status=CheckStatus.unknown, detail=f"Could not check: {reason}", blocking=blocking)
     found_text, missing_text = _FOUND_TEXT[item.kind]
     if held:
-        return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=found_text, **base)
+        return check(status=CheckStatus.passed, detail=found_text)
     if alias := _granted_alias(item, snapshot):
         # The document names this permission differently in a revision (v2's IdentityRiskyUser.ReadWrite.All):
         # a grant under that name is the vendor's own request, so it counts, and the report says so.
-        return CheckItem(
-            id=check_id, status=CheckStatus.passed, title=title,
-            detail=f"Granted as {alias}, the name a revision of the document uses for it (a superset of "
-                   f"{item.name}); see the catalog's discrepancy note.", **base,
-        )
+        return check(status=CheckStatus.passed,
+                     detail=f"Granted as {alias}, the name a revision of the document uses for it (a superset of "
+                            f"{item.name}); see the catalog's discrepancy note.")
     if no_sp and item.kind is Kind.directory_role:
         missing_text = "Not assigned: the ITDR app is not in the tenant."
         remediation = "After admin consent (see the first item), assign the role: " + remedies.directory_role(item, sp)
@@ -246,8 +245,7 @@ def _check_item(
         remediation = remedies.consent(tenant_id, f"includes {item.name}")
     if item.status is Status.future:
         missing_text += " It is for future use, so nothing breaks today."
-    return CheckItem(id=check_id, status=missing_status, title=title, detail=missing_text, remediation=remediation,
-                     blocking=blocking, **base)
+    return check(status=missing_status, detail=missing_text, remediation=remediation, blocking=blocking)
 
 
 def _boolean_check(
@@ -255,11 +253,11 @@ def _boolean_check(
     why: str, blocking: bool,
 ) -> CheckItem:
     if not reading.known or reading.value is None:
-        return _unknown(check_id, title, reading, group="exchange_org", why=why, blocking=blocking)
+        return _unknown(check_id, title, reading.error, CheckGroup.exchange_org, why=why, blocking=blocking)
     if reading.value == want:
-        return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=ok, group="exchange_org")
+        return CheckItem(id=check_id, status=CheckStatus.passed, title=title, detail=ok, group=CheckGroup.exchange_org)
     return CheckItem(id=check_id, status=CheckStatus.failed, title=title, detail=bad, remediation=remediation,
-                     why=why, group="exchange_org", blocking=blocking)
+                     why=why, group=CheckGroup.exchange_org, blocking=blocking)
 
 
 def _p2_check(snapshot: TenantSnapshot, catalog: Catalog, version: str) -> CheckItem:
@@ -268,15 +266,15 @@ def _p2_check(snapshot: TenantSnapshot, catalog: Catalog, version: str) -> Check
     title = "Microsoft Entra ID P2 licence"
     reading = snapshot.p2_licensed
     if not reading.known or reading.value is None:
-        return _unknown("licence.p2", title, reading, group="licence", why=why)
+        return _unknown("licence.p2", title, reading.error, CheckGroup.licence, why=why)
     if reading.value:
         return CheckItem(id="licence.p2", status=CheckStatus.passed, title=title,
-                         detail="An enabled Entra ID P2 service plan is present.", group="licence")
+                         detail="An enabled Entra ID P2 service plan is present.", group=CheckGroup.licence)
     return CheckItem(
         id="licence.p2", status=CheckStatus.warn, title=title,
         detail="No enabled Entra ID P2 service plan (AAD_PREMIUM_P2): risk-based alerts will not be ingested.",
         remediation="Add Microsoft Entra ID P2 (alone or in a suite such as Microsoft 365 E5) to the tenant.",
-        why=why, group="licence",
+        why=why, group=CheckGroup.licence,
     )
 
 
@@ -286,7 +284,7 @@ def _policy_checks(snapshot: TenantSnapshot) -> list[CheckItem]:
     reading = snapshot.conditional_access
     title = "Conditional Access policies that could block onboarding"
     if not reading.known or reading.value is None:
-        checks.append(_unknown("policy.conditional_access", title, reading, group="policy", why=why))
+        checks.append(_unknown("policy.conditional_access", title, reading.error, CheckGroup.policy, why=why))
     else:
         risky = [
             policy for policy in reading.value
@@ -301,26 +299,26 @@ def _policy_checks(snapshot: TenantSnapshot) -> list[CheckItem]:
                        f"scope: {names}.",
                 remediation="Entra admin center → Protection → Conditional Access: review these policies and "
                             "exclude the onboarding admin (and the ITDR service principal where targeted).",
-                why=why, group="policy",
+                why=why, group=CheckGroup.policy,
             ))
         else:
             checks.append(CheckItem(id="policy.conditional_access", status=CheckStatus.passed, title=title,
-                                    detail="No enabled blocking policy with a broad scope.", group="policy"))
+                                    detail="No enabled blocking policy with a broad scope.", group=CheckGroup.policy))
     defaults = snapshot.security_defaults
     title = "Security Defaults"
     if not defaults.known or defaults.value is None:
-        checks.append(_unknown("policy.security_defaults", title, defaults, group="policy"))
+        checks.append(_unknown("policy.security_defaults", title, defaults.error, CheckGroup.policy))
     elif defaults.value:
         checks.append(CheckItem(
             id="policy.security_defaults", status=CheckStatus.warn, title=title,
             detail="Security Defaults are on: the admin who onboards must complete MFA, and Conditional Access "
                    "policies cannot be used alongside them.",
             remediation="Make sure the onboarding Global Administrator has MFA registered before consenting.",
-            group="policy",
+            group=CheckGroup.policy,
         ))
     else:
         checks.append(CheckItem(id="policy.security_defaults", status=CheckStatus.passed, title=title,
-                                detail="Security Defaults are off.", group="policy"))
+                                detail="Security Defaults are off.", group=CheckGroup.policy))
     return checks
 
 

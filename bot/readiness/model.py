@@ -4,29 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from catalog import API_LABELS, Api
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Reading(Generic[T]):
-    """One fact read from Microsoft, or the honest reason it could not be read."""
+    """One fact read from Microsoft, or the honest reason it could not be read.
+
+    `retry_after` is set when Microsoft throttled (429) or was unavailable (503) past our retries and said
+    when to come back: a background job reschedules instead of reporting the tenant as unknown.
+    """
 
     value: T | None = None
     error: str | None = None
+    retry_after: float | None = None
 
     @property
     def known(self) -> bool:
         return self.error is None
 
     @classmethod
-    def failed(cls, reason: str) -> Reading[T]:
-        return cls(value=None, error=reason)
+    def failed(cls, reason: str, *, retry_after: float | None = None) -> Reading[T]:
+        return cls(value=None, error=reason, retry_after=retry_after)
 
 
-@dataclass(frozen=True)
-class TenantInfo:
+class TenantInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     id: str
     domain: str | None = None
     name: str | None = None
@@ -73,15 +83,21 @@ class TenantSnapshot:
     dehydrated: Reading[bool] = field(default_factory=lambda: Reading.failed("not read"))
     org_management_roles: Reading[frozenset[str]] = field(default_factory=lambda: Reading.failed("not read"))
 
-
     @classmethod
-    def unreadable(cls, tenant: TenantInfo, reason: str) -> TenantSnapshot:
+    def unreadable(cls, tenant: TenantInfo, reason: str, *, retry_after: float | None = None) -> TenantSnapshot:
         """Nothing could be read (no token, Graph down): every fact carries the same honest reason."""
-        failed: Reading[Any] = Reading.failed(reason)
+        failed: Reading[Any] = Reading.failed(reason, retry_after=retry_after)
         return cls(tenant=tenant, service_principal=failed, app_roles=failed, app_role_names=failed,
                    delegated_scopes=failed,
                    directory_roles=failed, p2_licensed=failed, conditional_access=failed, security_defaults=failed,
                    audit_log_enabled=failed, dehydrated=failed, org_management_roles=failed)
+
+    @property
+    def retry_after(self) -> float | None:
+        """The longest wait Microsoft asked for on any fact it did not give, if any."""
+        waits = [reading.retry_after for reading in vars(self).values()
+                 if isinstance(reading, Reading) and reading.retry_after is not None]
+        return max(waits) if waits else None
 
 
 class CheckStatus(StrEnum):
@@ -99,8 +115,64 @@ class Verdict(StrEnum):
     unknown = "unknown"
 
 
-@dataclass(frozen=True)
-class CheckItem:
+class VerdictText(NamedTuple):
+    title: str
+    meaning: str
+
+
+#: What each verdict means, in the words every renderer uses (Slack adds an emoji, the terminal capitals).
+VERDICT_TEXT: dict[Verdict, VerdictText] = {
+    Verdict.ready: VerdictText("Ready", "Every check passed: the ITDR integration can do its job in this tenant."),
+    Verdict.degraded: VerdictText(
+        "Degraded", "Today's job works; future-use items, the P2 licence or warnings remain."
+    ),
+    Verdict.blocked: VerdictText(
+        "Blocked", "Something the integration needs today is missing. Fix the failed items first."
+    ),
+    Verdict.unknown: VerdictText(
+        "Could not check everything", "Some checks could not be completed, so this is not a pass."
+    ),
+}
+
+
+class CheckGroup(StrEnum):
+    """Where a check belongs in a report: one per catalog API, plus the tenant-level checks."""
+
+    app = "general"
+    graph = Api.graph.value
+    exchange = Api.exchange.value
+    o365_management = Api.o365_management.value
+    partner_center = Api.partner_center.value
+    entra_role = Api.entra_role.value
+    exchange_role_group = Api.exchange_role_group.value
+    exchange_org = "exchange_org"
+    licence = "licence"
+    policy = "policy"
+
+    @property
+    def api(self) -> Api | None:
+        try:
+            return Api(self.value)
+        except ValueError:
+            return None
+
+    @property
+    def title(self) -> str:
+        api = self.api
+        return API_LABELS[api].items if api is not None else _GROUP_TITLES[self]
+
+
+_GROUP_TITLES = {
+    CheckGroup.app: "The ITDR app",
+    CheckGroup.exchange_org: "Exchange Online organization",
+    CheckGroup.licence: "Licences",
+    CheckGroup.policy: "Policies",
+}
+
+
+class CheckItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     id: str
     status: CheckStatus
     title: str
@@ -108,24 +180,14 @@ class CheckItem:
     remediation: str | None = None
     why: str | None = None  # what stops working (from the catalog's impact)
     catalog_name: str | None = None  # the catalog item this check is about, for "Explain"
-    group: str = "general"  # graph | exchange | o365_management | partner_center | entra_role | ...
+    group: CheckGroup = CheckGroup.app
     blocking: bool = False  # a failure here means the integration cannot do today's job
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            "title": self.title,
-            "detail": self.detail,
-            "remediation": self.remediation,
-            "why": self.why,
-            "catalog_name": self.catalog_name,
-            "group": self.group,
-        }
 
+class Report(BaseModel):
+    """A readiness verdict with every check behind it. The same model goes to Slack, the terminal, JSON and the
+    Redis cache (and comes back from it whole)."""
 
-@dataclass
-class Report:
     tenant: TenantInfo
     catalog_version: str
     satisfied_version: str | None
@@ -136,54 +198,27 @@ class Report:
     duration_ms: int = 0
     cached: bool = False
     checked_at: str | None = None
+    # Set when Microsoft throttled or was unavailable past our retries and said when to come back.
+    retry_after: float | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def missing(self) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {
-            "graph": [], "exchange": [], "o365_management": [], "partner_center": [],
-            "entra_role": [], "exchange_role_group": [],
-        }
+        """Catalog names per API that the tenant lacks (future-use items included: missing is missing)."""
+        groups: dict[str, list[str]] = {api.value: [] for api in Api}
         for item in self.items:
-            # Future-use items that are missing are warnings, but still missing.
-            if item.catalog_name and item.group in groups and item.status in (CheckStatus.failed, CheckStatus.warn):
-                groups[item.group].append(item.catalog_name)
+            if item.catalog_name and item.group.api is not None and item.status in (CheckStatus.failed,
+                                                                                     CheckStatus.warn):
+                groups[item.group.value].append(item.catalog_name)
         return groups
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tenant": {"id": self.tenant.id, "domain": self.tenant.domain, "name": self.tenant.name},
-            "catalog_version": self.catalog_version,
-            "satisfied_version": self.satisfied_version,
-            "verdict": self.verdict.value,
-            "items": [item.to_json() for item in self.items],
-            "missing": self.missing,
-            "round_trips": self.round_trips,
-            "waves": self.waves,
-            "duration_ms": self.duration_ms,
-            "cached": self.cached,
-            "checked_at": self.checked_at,
-        }
+    @property
+    def common_failure(self) -> str | None:
+        """When every check that could not run failed for the same reason (no token, Graph down), that reason:
+        renderers say it once instead of once per item."""
+        reasons = {item.detail for item in self.items if item.status is CheckStatus.unknown}
+        unknown = sum(1 for item in self.items if item.status is CheckStatus.unknown)
+        return next(iter(reasons)) if len(reasons) == 1 and unknown > 1 else None
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Report:
-        items = [
-            CheckItem(
-                id=raw["id"], status=CheckStatus(raw["status"]), title=raw["title"], detail=raw["detail"],
-                remediation=raw.get("remediation"), why=raw.get("why"), catalog_name=raw.get("catalog_name"),
-                group=raw.get("group", "general"),
-            )
-            for raw in data["items"]
-        ]
-        tenant = data["tenant"]
-        return cls(
-            tenant=TenantInfo(tenant["id"], tenant.get("domain"), tenant.get("name")),
-            catalog_version=data["catalog_version"],
-            satisfied_version=data.get("satisfied_version"),
-            verdict=Verdict(data["verdict"]),
-            items=items,
-            round_trips=data.get("round_trips", 0),
-            waves=data.get("waves", 0),
-            duration_ms=data.get("duration_ms", 0),
-            cached=data.get("cached", False),
-            checked_at=data.get("checked_at"),
-        )
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

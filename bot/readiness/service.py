@@ -1,68 +1,43 @@
-"""The readiness check end to end: validate the tenant, get tokens, collect, evaluate, cache."""
+"""The readiness check end to end: validate the request once, get tokens, collect, evaluate, cache."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from redis.exceptions import RedisError
+from pydantic import ValidationError
 
 from bot.microsoft import MicrosoftClients
 from bot.microsoft.errors import (
     AppNotInTenant,
     BadClientSecret,
-    ConfigurationError,
     MicrosoftError,
     MissingServicePrincipal,
     TenantNotFound,
     TokenError,
 )
-from bot.microsoft.http import track_round_trips
+from bot.microsoft.http import Priority, track_round_trips
 from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource
-from bot.readiness.collect import Collector, JsonCache, WaveCounter
+from bot.readiness.collect import Collector, WaveCounter
 from bot.readiness.evaluate import Remedies, evaluate
-from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot
+from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot, Verdict
 from bot.settings import Settings
+from bot.store import Cache
 from catalog import Catalog
 
 log = logging.getLogger(__name__)
 
 
-class StoreCache:
-    """JSON values in the bot's Redis store. Never raises: a cache fault only costs Microsoft round trips."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    async def get_many_json(self, keys: list[str]) -> list[Any]:
-        try:
-            raws = await self.store.get_values(keys)
-            return [None if raw is None else json.loads(raw) for raw in raws]
-        except (RedisError, ValueError) as exc:
-            log.warning("readiness cache unavailable, checking live: %s", type(exc).__name__)
-            return [None] * len(keys)
-
-    async def get_json(self, key: str) -> Any:
-        return (await self.get_many_json([key]))[0]
-
-    async def set_json(self, key: str, value: Any, ttl: int) -> None:
-        try:
-            await self.store.set_value(key, json.dumps(value, separators=(",", ":")), ttl)
-        except RedisError as exc:
-            log.warning("readiness cache write failed: %s", type(exc).__name__)
-
-
-@dataclass
+@dataclass(frozen=True)
 class CheckRequest:
+    """A validated check: a tenant that is safe to put in a URL, and a revision the catalog has."""
+
     tenant: TenantRef
     version: str
-    fresh: bool = False
 
 
 class ReadinessService:
@@ -73,25 +48,22 @@ class ReadinessService:
         settings: Settings,
         catalog: Catalog,
         *,
-        cache: JsonCache | None = None,
+        cache: Cache | None = None,
         clients: MicrosoftClients | None = None,
-        priority: str | None = "high",
     ) -> None:
-        if not settings.itdr_target_app_id and not settings.itdr_client_id:
-            raise ConfigurationError("Set ITDR_TARGET_APP_ID (or ITDR_CLIENT_ID when the bot runs as the ITDR app).")
         self.settings = settings
         self.catalog = catalog
         self.cache = cache
         self.clients = clients or MicrosoftClients(settings)
         self.tokens = self.clients.tokens
         self._token_failed: set[str] = set()  # tenants whose last token request was refused
-        self.target_app_id = (settings.itdr_target_app_id or settings.itdr_client_id or "").lower()
+        self.target_app_id = settings.target_app_id
         # When the bot signs in as the ITDR app itself, "app not in tenant" is the answer, not a fault.
-        self.self_check = self.target_app_id == (settings.itdr_client_id or "").lower()
+        self.self_check = self.target_app_id == settings.itdr_client_id
         self.remedies = Remedies(settings.authority_host, self.target_app_id)
         self.collector = Collector(
             catalog,
-            lambda tenant: self.clients.graph(tenant, priority=priority),
+            lambda tenant, priority: self.clients.graph(tenant, priority=priority),
             self.clients.exchange,
             self.target_app_id,
             cache=cache,
@@ -99,65 +71,85 @@ class ReadinessService:
             cache_scope=settings.graph_url.split("://", 1)[-1],
         )
 
-    def request(self, tenant: str, version: str | None = None, *, fresh: bool = False) -> CheckRequest:
-        """Validate user input before anything reaches a URL: raises InvalidTenant / UnknownVersion."""
+    def request(self, tenant: str, version: str | None = None) -> CheckRequest:
+        """Validate user input before anything reaches a URL: raises InvalidTenant or UnknownVersion."""
         revision = self.catalog.revision(version) if version else self.catalog.latest
-        return CheckRequest(parse_tenant(tenant), revision.version, fresh)
+        return CheckRequest(parse_tenant(tenant), revision.version)
 
     def _report_key(self, request: CheckRequest) -> str:
         return f"check:{self.settings.graph_url.split('://', 1)[-1]}:{request.tenant.value}:{request.version}"
 
-    async def check(self, tenant: str, version: str | None = None, *, fresh: bool = False) -> Report:
-        return await self.run(self.request(tenant, version, fresh=fresh))
+    async def cached(self, request: CheckRequest) -> Report | None:
+        """The last report for this tenant and revision, if the cache still has it."""
+        if self.cache is None:
+            return None
+        raw = await self.cache.get_text(self._report_key(request))
+        if raw is None:
+            return None
+        try:
+            return Report.model_validate_json(raw).model_copy(update={"cached": True})
+        except ValidationError:  # written by an older version: ask Microsoft again
+            return None
 
-    async def run(self, request: CheckRequest) -> Report:
-        key = self._report_key(request)
-        if not request.fresh and self.cache is not None:
-            cached = await self.cache.get_json(key)
-            if cached:
-                report = Report.from_json(cached)
-                report.cached = True
-                return report
-        if request.fresh and request.tenant.value in self._token_failed:
+    async def check(self, tenant: str, version: str | None = None, *, fresh: bool = False,
+                    priority: Priority = Priority.HIGH) -> Report:
+        """`run` for raw input (the command line, tests): validates, then checks."""
+        return await self.run(self.request(tenant, version), fresh=fresh, priority=priority)
+
+    async def run(self, request: CheckRequest, *, fresh: bool = False, priority: Priority = Priority.HIGH) -> Report:
+        """Check a tenant (or answer from the cache unless `fresh`). Never raises for a Microsoft fault: what could
+        not be read is `unknown`, with `retry_after` set when Microsoft said when to come back."""
+        if not fresh and (report := await self.cached(request)) is not None:
+            return report
+        if fresh and request.tenant.value in self._token_failed:
             # msal caches token errors for 60 s: a re-check right after consent must not see the old refusal.
             self.tokens.forget(request.tenant)
 
         started = time.perf_counter()
         waves = WaveCounter()
         with track_round_trips() as trips:
-            snapshot = await self._snapshot(request.tenant, waves)
+            try:
+                async with asyncio.timeout(self.settings.itdr_check_deadline_seconds):
+                    snapshot = await self._snapshot(request.tenant, waves, priority)
+            except TimeoutError:
+                snapshot = TenantSnapshot.unreadable(
+                    _tenant_info(request.tenant),
+                    f"Microsoft did not answer within {self.settings.itdr_check_deadline_seconds:g} s "
+                    "(ITDR_CHECK_DEADLINE_SECONDS)",
+                )
         report = evaluate(snapshot, self.catalog, request.version, self.remedies, cpv_mode=self.settings.itdr_cpv_mode)
-        report.round_trips = trips.total
-        report.waves = waves.waves
-        report.duration_ms = round((time.perf_counter() - started) * 1000)
-        report.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
-        if self.cache is not None and report.verdict.value != "unknown":
+        report = report.model_copy(update={
+            "round_trips": trips.total,
+            "waves": waves.waves,
+            "duration_ms": round((time.perf_counter() - started) * 1000),
+            "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+        if self.cache is not None and report.verdict is not Verdict.unknown:
             # An "unknown" is never cached: the next try should ask Microsoft again.
-            await self.cache.set_json(key, report.to_json(), self.settings.itdr_check_ttl_seconds)
+            await self.cache.set_text(self._report_key(request), report.model_dump_json(),
+                                      self.settings.itdr_check_ttl_seconds)
         return report
 
-    async def _snapshot(self, tenant: TenantRef, waves: WaveCounter) -> TenantSnapshot:
+    async def _snapshot(self, tenant: TenantRef, waves: WaveCounter, priority: Priority) -> TenantSnapshot:
         # Wave 0 (cold only): discovery and tokens for Graph and Exchange, in parallel.
-        before = self.tokens.token_requests
         with track_round_trips() as login:
             results = await asyncio.gather(
                 self.tokens.get_token(tenant, Resource.GRAPH),
                 self.tokens.get_token(tenant, Resource.EXCHANGE),
                 return_exceptions=True,
             )
-        issued = self.tokens.token_requests - before
         # msal's OIDC discovery (a new tenant) comes before the token requests, which run in parallel.
-        waves.waves += (login.total > issued) + (issued > 0)
+        waves.waves += (login.total > login.token_requests) + (login.token_requests > 0)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             self._token_failed.add(tenant.value)
             return self._token_failure(tenant, failure)
         self._token_failed.discard(tenant.value)
         tenant_id = await self.tokens.tenant_id(tenant)
-        return await self.collector.collect(tenant_id, waves)
+        return await self.collector.collect(tenant_id, waves, priority)
 
     def _token_failure(self, tenant: TenantRef, error: BaseException) -> TenantSnapshot:
-        info = TenantInfo(id=tenant.value, domain=None if tenant.is_guid else tenant.value)
+        info = _tenant_info(tenant)
         if isinstance(error, AppNotInTenant | MissingServicePrincipal) and self.self_check:
             # Exchange role group contents stay unknown: without a token nothing else can be read.
             snapshot = TenantSnapshot.unreadable(info, "the ITDR app is not in the tenant, so nothing can be read")
@@ -173,9 +165,13 @@ class ReadinessService:
         elif isinstance(error, TokenError | MicrosoftError):
             reason = error.message
         else:
-            log.exception("unexpected error getting tokens", exc_info=error)
+            log.error("unexpected error getting tokens: %s", type(error).__name__, exc_info=error)
             reason = f"unexpected error ({type(error).__name__})"
         return TenantSnapshot.unreadable(info, reason)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+
+
+def _tenant_info(tenant: TenantRef) -> TenantInfo:
+    return TenantInfo(id=tenant.value, domain=None if tenant.is_guid else tenant.value)

@@ -8,13 +8,12 @@ from handlers.actions.ask import handle_ask_action
 from handlers.actions.home_show import handle_home_show_action
 from handlers.actions.recheck import handle_recheck_action
 from handlers.actions.share import handle_share_action
-from handlers.actions.show_more import handle_show_more_action
 from handlers.ids import ActionId, action_pattern
 
 LISTENERS = {
     ActionId.SHARE: handle_share_action,
     ActionId.ASK: handle_ask_action,
-    ActionId.SHOW_MORE: handle_show_more_action,
+    ActionId.SHOW_MORE: handle_ask_action,  # the next page is one more answer
     ActionId.HOME_SHOW: handle_home_show_action,
     ActionId.RECHECK: handle_recheck_action,
 }

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
+from catalog import Catalog
 from handlers.blocks.answers import Surface
 from handlers.blocks.home import home_view
 from handlers.payloads import AnswerRequest
@@ -14,7 +15,7 @@ from handlers.router import render
 
 
 async def handle_home_show_action(
-    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient, catalog: Any
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient, catalog: Catalog
 ) -> None:
     """Handles a Home tab button (there is no response_url on Home: the answer goes into the view)."""
     await ack()

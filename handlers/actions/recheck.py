@@ -7,12 +7,15 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.readiness.service import ReadinessService
+from catalog import Catalog
 from handlers.payloads import AnswerRequest
 from handlers.router import answer
 
 
 async def handle_recheck_action(
-    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, catalog: Any, readiness: Any = None
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, catalog: Catalog,
+    readiness: ReadinessService | None,
 ) -> None:
     """Handles "Re-check": asks Microsoft again (bypassing the cache) and replaces the report in place."""
     await ack()

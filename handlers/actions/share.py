@@ -7,7 +7,9 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.store import CLICK_TTL_SECONDS, Store, digest
+from bot.readiness.service import ReadinessService
+from bot.store import CLICK_TTL_SECONDS, Cache, digest
+from catalog import Catalog
 from handlers.blocks.answers import notice_message
 from handlers.payloads import AnswerRequest
 from handlers.router import answer
@@ -18,9 +20,9 @@ async def handle_share_action(
     body: dict[str, Any],
     action: dict[str, Any],
     respond: AsyncRespond,
-    catalog: Any,
-    store: Store,
-    readiness: Any = None,
+    catalog: Catalog,
+    cache: Cache,
+    readiness: ReadinessService | None,
 ) -> None:
     """Handles "Share in channel": reposts the same answer visibly, once per answer even on double clicks."""
     await ack()
@@ -28,13 +30,13 @@ async def handle_share_action(
     user = (body.get("user") or {}).get("id", "")
     channel = (body.get("channel") or {}).get("id", "")
     message_ts = (body.get("container") or {}).get("message_ts", "")
-    if not await store.claim("share", digest(user, channel, message_ts, request.to_value()), ttl=CLICK_TTL_SECONDS):
+    key = digest(user, channel, message_ts, request.to_value())
+    if not await cache.claim("share", key, ttl=CLICK_TTL_SECONDS):
         await respond(**notice_message("Already shared in this channel.").to_response())
         return
-    key = digest(user, channel, message_ts, request.to_value())
     try:
         message = await answer(catalog, readiness, request, shared_by=user or None)
         await respond(**message.to_response(response_type="in_channel"))
     except Exception:
-        await store.release("share", key)  # nothing was posted: a new click may try again
+        await cache.release("share", key)  # nothing was posted: a new click may try again
         raise

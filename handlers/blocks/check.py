@@ -1,16 +1,17 @@
 """Block Kit for a tenant readiness report: verdict first, failures first, each with its fix.
 
-Pure: a report (its JSON form) in, a `Message` out. A tenant missing almost everything (no consent yet) would
-need a section per item; beyond a handful, failures are grouped per API so the answer stays within 50 blocks
-and 3000 characters a section, and every missing name is still listed.
+Pure: a `Report` in, a `Message` out. A tenant missing almost everything (no consent yet) would need a section
+per item; beyond a handful, failures are grouped per API so the answer stays within 50 blocks and 3000
+characters a section, and every missing name is still listed. A reason shared by every check that could not
+run (no token, Graph down) is said once.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any
 
+from bot.readiness.model import VERDICT_TEXT, CheckGroup, CheckItem, CheckStatus, Report, Verdict
 from handlers.blocks.kit import (
     Block,
     Message,
@@ -26,54 +27,48 @@ from handlers.blocks.kit import (
 from handlers.ids import ActionId, BlockId, SubCommand, numbered
 from handlers.payloads import AnswerRequest
 
-VERDICT_HEADERS = {
-    "ready": ":white_check_mark: Ready",
-    "degraded": ":large_yellow_circle: Degraded",
-    "blocked": ":no_entry: Blocked",
-    "unknown": ":grey_question: Could not check everything",
+VERDICT_EMOJI = {
+    Verdict.ready: ":white_check_mark:",
+    Verdict.degraded: ":large_yellow_circle:",
+    Verdict.blocked: ":no_entry:",
+    Verdict.unknown: ":grey_question:",
 }
-VERDICT_LINES = {
-    "ready": "Every check passed: the ITDR integration can do its job in this tenant.",
-    "degraded": "Today's job works; future-use items, the P2 licence or warnings remain.",
-    "blocked": "Something the integration needs today is missing. Fix the items marked :x: first.",
-    "unknown": "Some checks could not be completed, so this is *not* a pass. The reasons are below.",
-}
-MARKS = {"fail": ":x:", "unknown": ":grey_question:", "warn": ":warning:"}
-ORDER = {"fail": 0, "unknown": 1, "warn": 2}
-GROUP_TITLES = {
-    "graph": "Microsoft Graph permissions",
-    "exchange": "Exchange Online permissions",
-    "o365_management": "Office 365 Management API permissions",
-    "partner_center": "Partner Center permissions",
-    "entra_role": "Entra directory roles",
-    "exchange_role_group": "Organization Management roles",
+MARKS = {CheckStatus.failed: ":x:", CheckStatus.unknown: ":grey_question:", CheckStatus.warn: ":warning:"}
+ORDER = {CheckStatus.failed: 0, CheckStatus.unknown: 1, CheckStatus.warn: 2}
+GROUP_STATE = {
+    CheckStatus.failed: "missing, needed today",
+    CheckStatus.warn: "missing, future use",
+    CheckStatus.unknown: "could not check",
 }
 MAX_DETAILED = 8  # item failures shown one by one (with Explain) before grouping kicks in
 MAX_EXPLAIN_BUTTONS = 5
 
 
-def _tenant_line(report: dict[str, Any]) -> str:
-    tenant = report["tenant"]
-    label = " · ".join(escape(str(part)) for part in (tenant.get("name"), tenant.get("domain")) if part)
-    satisfied = report.get("satisfied_version") or "none"
-    when = "cached result" if report.get("cached") else f"{report.get('duration_ms', 0)} ms"
+def verdict_title(verdict: Verdict) -> str:
+    return f"{VERDICT_EMOJI[verdict]} {VERDICT_TEXT[verdict].title}"
+
+
+def _tenant_line(report: Report) -> str:
+    tenant = report.tenant
+    label = " · ".join(escape(part) for part in (tenant.name, tenant.domain) if part)
+    when = "cached result" if report.cached else f"{report.duration_ms} ms"
     return (
-        f"Tenant `{escape(tenant['id'])}`{' — ' + label if label else ''} · catalog {report['catalog_version']}"
-        f" · fully satisfies: {satisfied} · {when}"
+        f"Tenant `{escape(tenant.id)}`{' — ' + label if label else ''} · catalog {report.catalog_version}"
+        f" · fully satisfies: {report.satisfied_version or 'none'} · {when}"
     )
 
 
-def _item_text(item: dict[str, Any]) -> str:
-    lines = [f"{MARKS[item['status']]} *{escape(item['title'])}*", escape(item["detail"])]
-    if item.get("why") and item["status"] != "unknown":
-        lines.append(f"_Why it matters:_ {escape(item['why'])}")
-    if item.get("remediation"):
-        lines.append(f"_Fix:_ {escape(item['remediation'])}")
+def _item_text(item: CheckItem) -> str:
+    lines = [f"{MARKS[item.status]} *{escape(item.title)}*", escape(item.detail)]
+    if item.why and item.status is not CheckStatus.unknown:
+        lines.append(f"_Why it matters:_ {escape(item.why)}")
+    if item.remediation:
+        lines.append(f"_Fix:_ {escape(item.remediation)}")
     return "\n".join(lines)
 
 
-def _explain(item: dict[str, Any], n: int) -> Block:
-    request = AnswerRequest(cmd=SubCommand.WHY, args=(item["catalog_name"],))
+def _explain(item: CheckItem, n: int) -> Block:
+    request = AnswerRequest(cmd=SubCommand.WHY, args=(item.catalog_name or "",))
     return button("Explain", numbered(ActionId.ASK, n), request.to_value())
 
 
@@ -82,24 +77,24 @@ def _link(text: str) -> str | None:
     return match.group(0) if match else None
 
 
-def _grouped(items: list[dict[str, Any]], shown_fixes: set[str]) -> list[Block]:
+def _grouped(items: list[CheckItem], shown_fixes: set[str]) -> list[Block]:
     """One section per API and status: every missing name, the shared reason and their common fix."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[CheckStatus, CheckGroup], list[CheckItem]] = defaultdict(list)
     for item in items:
-        groups[(item["status"], item["group"])].append(item)
+        groups[(item.status, item.group)].append(item)
     blocks: list[Block] = []
-    for (status, group), members in sorted(groups.items(), key=lambda kv: (ORDER[kv[0][0]], kv[0][1])):
-        names = ", ".join(f"`{escape(m['catalog_name'])}`" for m in members)
-        kind = {"fail": "missing, needed today", "warn": "missing, future use", "unknown": "could not check"}[status]
-        lines = [f"{MARKS[status]} *{GROUP_TITLES.get(group, group)} — {kind} ({len(members)})*", names]
-        details = {m["detail"] for m in members}
-        if status == "unknown" or len(details) == 1:
+    shown_links = {_link(shown) for shown in shown_fixes}
+    for (status, group), members in sorted(groups.items(), key=lambda kv: (ORDER[kv[0][0]], kv[0][1].value)):
+        names = ", ".join(f"`{escape(m.catalog_name or m.title)}`" for m in members)
+        lines = [f"{MARKS[status]} *{group.title} — {GROUP_STATE[status]} ({len(members)})*", names]
+        details = {m.detail for m in members}
+        if status is CheckStatus.unknown or len(details) == 1:
             lines.append(escape(truncate(next(iter(details)), 500)))
-        fixes = {m.get("remediation") for m in members if m.get("remediation")}
+        fixes = {m.remediation for m in members if m.remediation}
         if len(fixes) == 1:
             fix = next(iter(fixes)) or ""
             # With the app missing, every permission's fix is the consent link already shown once above.
-            if _link(fix) and _link(fix) in {_link(shown) for shown in shown_fixes}:
+            if _link(fix) and _link(fix) in shown_links:
                 lines.append("_Fix:_ the admin consent above.")
             else:
                 lines.append(f"_Fix:_ {escape(fix)}")
@@ -109,18 +104,23 @@ def _grouped(items: list[dict[str, Any]], shown_fixes: set[str]) -> list[Block]:
     return blocks
 
 
-def check_message(report: dict[str, Any], request: AnswerRequest, *, shared_by: str | None = None) -> Message:
-    verdict = report["verdict"]
-    items = report["items"]
-    problems = sorted((i for i in items if i["status"] in ORDER), key=lambda i: ORDER[i["status"]])
-    general = [i for i in problems if not i.get("catalog_name")]
-    per_item = [i for i in problems if i.get("catalog_name")]
+def check_message(report: Report, request: AnswerRequest, *, shared_by: str | None = None) -> Message:
+    verdict = report.verdict
+    common = report.common_failure
+    problems = sorted((i for i in report.items if i.status in ORDER and not (common and i.status is
+                                                                               CheckStatus.unknown)),
+                      key=lambda i: ORDER[i.status])
+    general = [i for i in problems if not i.catalog_name]
+    per_item = [i for i in problems if i.catalog_name]
 
     blocks: list[Block] = [
-        header(VERDICT_HEADERS[verdict], BlockId.HEADER),
-        section(VERDICT_LINES[verdict], block_id=BlockId.BODY),
+        header(verdict_title(verdict), BlockId.HEADER),
+        section(VERDICT_TEXT[verdict].meaning, block_id=BlockId.BODY),
         context(_tenant_line(report)),
     ]
+    if common:
+        unchecked = sum(1 for i in report.items if i.status is CheckStatus.unknown)
+        blocks.append(section(f"{MARKS[CheckStatus.unknown]} *{unchecked} checks could not run*\n{escape(common)}"))
     blocks += [section(_item_text(item)) for item in general]
     if len(per_item) <= MAX_DETAILED:
         for n, item in enumerate(per_item):
@@ -129,17 +129,17 @@ def check_message(report: dict[str, Any], request: AnswerRequest, *, shared_by: 
                 block["accessory"] = _explain(item, n)
             blocks.append(block)
     else:
-        blocks += _grouped(per_item, {i["remediation"] for i in general if i.get("remediation")})
-        explainable = [i for i in per_item if i["status"] == "fail"][:MAX_EXPLAIN_BUTTONS]
+        blocks += _grouped(per_item, {i.remediation for i in general if i.remediation})
+        explainable = [i for i in per_item if i.status is CheckStatus.failed][:MAX_EXPLAIN_BUTTONS]
         if explainable and not shared_by:
             blocks.append(actions([_explain(i, n) for n, i in enumerate(explainable)], BlockId.CHECK_EXPLAIN))
 
-    passed = sum(1 for i in items if i["status"] == "pass")
-    not_applicable = sum(1 for i in items if i["status"] == "n/a")
+    passed = sum(1 for i in report.items if i.status is CheckStatus.passed)
+    not_applicable = sum(1 for i in report.items if i.status is CheckStatus.not_applicable)
     summary = f"{passed} checks passed" + (f", {not_applicable} not applicable (CPV only)" if not_applicable else "")
-    summary += f" · {report.get('round_trips', 0)} Microsoft round trips"
-    if report.get("checked_at"):
-        summary += f" · checked {report['checked_at']}"
+    summary += f" · {report.round_trips} Microsoft round trips"
+    if report.checked_at:
+        summary += f" · checked {report.checked_at}"
     blocks.append(context(summary, block_id=BlockId.FOOTER))
     if shared_by:
         blocks.append(context(f"Shared by <@{shared_by}> · `/itdr {escape(request.command_text())}`"))
@@ -149,8 +149,9 @@ def check_message(report: dict[str, Any], request: AnswerRequest, *, shared_by: 
             button("Share in channel", ActionId.SHARE, request.to_value()),
         ], BlockId.ANSWER_ACTIONS))
 
-    tenant = report["tenant"]
-    missing = sum(1 for i in items if i["status"] in ("fail", "warn"))
-    text = (f"{VERDICT_HEADERS[verdict].split(' ', 1)[1]}: tenant {tenant.get('domain') or tenant['id']}, "
-            f"{missing} missing, {sum(1 for i in items if i['status'] == 'unknown')} could not be checked.")
+    tenant = report.tenant
+    missing = sum(1 for i in report.items if i.status in (CheckStatus.failed, CheckStatus.warn))
+    unknown = sum(1 for i in report.items if i.status is CheckStatus.unknown)
+    text = (f"{VERDICT_TEXT[verdict].title}: tenant {tenant.domain or tenant.id}, {missing} missing, "
+            f"{unknown} could not be checked.")
     return Message(text=text, blocks=blocks[:50])

@@ -7,25 +7,28 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.readiness.service import ReadinessService
+from catalog import Catalog
 from handlers.blocks.answers import notice_message
 from handlers.ids import SubCommand
-from handlers.router import answer, check_problem, parse_command
+from handlers.router import answer_check, parse_command, prepare_check, render
 
 
 async def handle_itdr_command(
-    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, catalog: Any, readiness: Any = None
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, catalog: Catalog,
+    readiness: ReadinessService | None,
 ) -> None:
-    """Handles `/itdr …`: ack at once, then answer ephemerally through the response_url."""
+    """Handles `/itdr …`. Catalog answers ride on the ack itself (one exchange with Slack); a check acks
+    "Checking…" and answers through the response_url when Microsoft has."""
     request, note = parse_command(command.get("text"))
-    if request.cmd is SubCommand.CHECK:
-        # A check takes seconds: the ack says so; bad input is answered like any other answer, changing nothing.
-        problem = check_problem(catalog, readiness, request)
-        if problem:
-            await ack()
-            await respond(**notice_message(problem).to_response())
-            return
-        await ack(**notice_message(f":hourglass_flowing_sand: Checking `{request.args[0]}`… (a few seconds)").to_ack())
-    else:
-        await ack()
-    message = await answer(catalog, readiness, request, note=note)
+    if request.cmd is not SubCommand.CHECK:
+        await ack(**render(catalog, request, note=note).to_ack())
+        return
+    check = prepare_check(readiness, request)
+    if isinstance(check, str):  # bad input or no configuration: answered at once, nothing asked of Microsoft
+        await ack(**notice_message(check).to_ack())
+        return
+    assert readiness is not None
+    await ack(**notice_message(f":hourglass_flowing_sand: Checking `{check.tenant.value}`… (a few seconds)").to_ack())
+    message = await answer_check(readiness, check, request)
     await respond(**message.to_response())

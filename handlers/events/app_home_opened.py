@@ -6,10 +6,11 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from catalog import Catalog
 from handlers.blocks.home import home_view
 
 
-async def handle_app_home_opened(event: dict[str, Any], client: AsyncWebClient, catalog: Any) -> None:
+async def handle_app_home_opened(event: dict[str, Any], client: AsyncWebClient, catalog: Catalog) -> None:
     """Handles the Home tab opening: publish the catalog summary (the Messages tab needs nothing)."""
     if event.get("tab") != "home":
         return

@@ -6,8 +6,7 @@ It serves, over real HTTPS on 127.0.0.1 (one port per service, like separate hos
   discovery `/common/discovery/instance`, and the client-credentials token endpoint
   `/{tenant}/oauth2/v2.0/token` (client secret or a private_key_jwt client assertion, verified);
 * Graph v1.0: the readiness-check reads and `$batch`;
-* Exchange admin API: `/adminapi/beta/{tenant}/InvokeCommand`;
-* Management Activity API: `/api/v1.0/{tenant}/activity/feed/subscriptions/list`.
+* Exchange admin API: `/adminapi/beta/{tenant}/InvokeCommand`.
 
 msal only accepts https authorities (msal/authority.py `canonicalize`), so the fake generates a
 throwaway CA and server certificate; point SSL_CERT_FILE/REQUESTS_CA_BUNDLE at `fake.ca_path`.
@@ -500,9 +499,6 @@ class TenantScenario:
     audit_log_ingestion: bool = True
     dehydrated: bool = False
     org_management_roles: list[str] = field(default_factory=lambda: list(ORG_MANAGEMENT_ROLES))
-    # Management Activity API
-    subscriptions: list[dict[str, Any]] = field(default_factory=list)
-    management_error: str | None = None  # e.g. "AF10001"
 
     @property
     def initial_domain(self) -> str:
@@ -553,7 +549,7 @@ class Fault:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    service: str  # "login", "graph", "exchange", "management"
+    service: str  # "login", "graph", "exchange"
     method: str
     path: str
     query: dict[str, str]
@@ -677,11 +673,11 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
 # --- The fake ------------------------------------------------------------------------------------
 
-SERVICES = ("login", "graph", "exchange", "management")
+SERVICES = ("login", "graph", "exchange")
 
 
 class FakeMicrosoft:
-    """Fake login + Graph + Exchange + Management endpoints on 127.0.0.1, one port each."""
+    """Fake login + Graph + Exchange endpoints on 127.0.0.1, one port each."""
 
     def __init__(
         self,
@@ -794,7 +790,6 @@ class FakeMicrosoft:
             "itdr_authority_host": self.url("login"),
             "itdr_graph_url": self.url("graph"),
             "itdr_exchange_url": self.url("exchange"),
-            "itdr_management_url": self.url("management"),
             "itdr_http_timeout_seconds": 10.0,
         }
         if certificate:
@@ -918,7 +913,6 @@ class FakeMicrosoft:
             "login": self._login,
             "graph": self._graph_http,
             "exchange": self._exchange,
-            "management": self._management,
         }[service]
         tenant_hint: list[str | None] = [None]
         fault = self._fault(service, path, query, in_batch=False)
@@ -957,9 +951,6 @@ class FakeMicrosoft:
             return fault.status, headers, fault.body
         if service == "login":
             return fault.status, headers, {"error": "temporarily_unavailable", "error_description": "Fault injected"}
-        if service == "management":
-            code = "AF429" if fault.status == 429 else "AF50000"
-            return fault.status, headers, {"error": {"code": code, "message": "Fault injected by the fake."}}
         code = _STATUS_TEXT.get(fault.status, "Error")
         message = "Please retry again later." if fault.status == 429 else "Fault injected by the fake."
         return fault.status, headers, _graph_error(code, message)
@@ -1124,7 +1115,7 @@ class FakeMicrosoft:
         if scenario.token_error is not None:
             return self._forced_token_error(scenario, client_id)
         scope = form.get("scope", "")
-        service = next((s for s in ("graph", "exchange", "management") if scope == f"{self.url(s)}/.default"), None)
+        service = next((s for s in ("graph", "exchange") if scope == f"{self.url(s)}/.default"), None)
         if service is None:
             return self._aadsts(
                 500011,
@@ -1754,44 +1745,6 @@ class FakeMicrosoft:
             "correct and try again."
         )
 
-    # -- Management Activity API -------------------------------------------------------------------------
-
-    def _management(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str],
-        raw: bytes,
-        body: Any,
-        request: Request,
-        tenant_hint: list[str | None],
-    ) -> tuple[int, dict[str, str], Any]:
-        m = re.fullmatch(r"/api/v1\.0/([^/]+)/activity/feed/subscriptions/list", path)
-        if method != "GET" or not m:
-            return 404, {}, {"error": {"code": "AF20001", "message": f"No fake for {method} {path}"}}
-        url_tenant = m.group(1)
-        if not re.fullmatch(r"[0-9a-fA-F-]{36}", url_tenant):
-            return 400, {}, _af("AF20013", "Tenant ID in the URL is not a valid GUID.")
-        scenario = self._bearer(request, "management")
-        if scenario is None:
-            return (
-                401,
-                {},
-                _af(
-                    "AF10001",
-                    "The permission set () sent in the request does not include the expected "
-                    "permission ActivityFeed.Read.",
-                ),
-            )
-        tenant_hint[0] = scenario.tenant_id
-        if self._tenant(url_tenant) is not scenario:
-            return 401, {}, _af("AF20010", "The tenant ID in the URL does not match the tenant in the token.")
-        if scenario.management_error:
-            code = scenario.management_error
-            status = {"AF10001": 401, "AF429": 429, "AF50000": 500}.get(code, 400)
-            return status, {}, _af(code, f"Error {code} injected by the fake.")
-        return 200, {}, [dict(s) for s in scenario.subscriptions]
-
 
 def _graph_error(code: str, message: str) -> dict[str, Any]:
     return {
@@ -1820,10 +1773,6 @@ def _exo_error(code: str, message: str) -> dict[str, Any]:
             },
         }
     }
-
-
-def _af(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 def _select(item: Mapping[str, Any], select: list[str]) -> dict[str, Any]:

@@ -9,16 +9,14 @@ when any appear). Run it in the test's event loop: `fake = await FakeSlack().sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from bot.loopback import LocalSlack, parse_body
 from tests.fakes.slack_blocks import message_violations, view_violations
 
 BOT_TOKEN = "xoxb-fake-bot-token"
@@ -51,21 +49,21 @@ class Fault:
     times: int = 1
 
 
-@dataclass
-class FakeSlack:
-    bot_token: str = BOT_TOKEN
-    app_token: str = APP_TOKEN
-    calls: list[Call] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
+class FakeSlack(LocalSlack):
+    team_id = TEAM_ID
+    bot_user_id = BOT_USER_ID
+    bot_id = BOT_ID
 
-    def __post_init__(self) -> None:
+    def __init__(self, bot_token: str = BOT_TOKEN, app_token: str = APP_TOKEN) -> None:
+        super().__init__()
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.calls: list[Call] = []
+        self.violations: list[str] = []
         self._faults: dict[str, list[Fault]] = {}
         self._delays: dict[str, float] = {}
         self._response_uses: dict[str, int] = {}
-        self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._socket_connected = asyncio.Event()
@@ -74,35 +72,18 @@ class FakeSlack:
     #  lifecycle
     # ----------------
 
-    async def start(self) -> FakeSlack:
-        app = web.Application()
-        app.router.add_post("/api/{method}", self._web_api)
-        app.router.add_post("/response/{rid}", self._response_url)
+    def routes(self, app: web.Application) -> None:
+        super().routes(app)
         app.router.add_get("/link", self._socket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def start(self) -> FakeSlack:
+        await super().start()
         return self
 
     async def stop(self) -> None:
         for ws in list(self.sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def api_url(self) -> str:
-        return self.url + "api/"
-
-    def response_url(self) -> str:
-        """A fresh response_url, as Slack puts in each command and interactive payload."""
-        return f"{self.url}response/R{next(self._ids):06d}"
+        await super().stop()
 
     # ----------------
     #  fault injection
@@ -165,6 +146,20 @@ class FakeSlack:
                 ) from None
         return matching()
 
+    async def answer_at(self, response_url: str, *, within: float = 5.0) -> dict[str, Any]:
+        """The latest message the app posted to `response_url`, waiting for one to arrive."""
+        path = "/" + response_url.split("/", 3)[3]
+
+        def mine() -> list[Call]:
+            return [c for c in self.calls_to(RESPONSE) if c.ok and c.path == path]
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: bool(mine())), within)
+            except TimeoutError:
+                raise AssertionError(f"nothing was posted to {path} within {within}s") from None
+        return mine()[-1].args
+
     async def _record(self, call: Call) -> None:
         async with self._changed:
             self.calls.append(call)
@@ -174,24 +169,9 @@ class FakeSlack:
     #  Web API
     # ----------------
 
-    @staticmethod
-    async def _parse(request: web.Request) -> dict[str, Any]:
-        raw = await request.text()
-        if not raw:
-            return {}
-        if request.content_type == "application/json":
-            data = json.loads(raw)
-        else:
-            data = dict(parse_qsl(raw, keep_blank_values=True))
-        for key in ("blocks", "view", "attachments"):
-            if isinstance(data.get(key), str):
-                with contextlib.suppress(ValueError):
-                    data[key] = json.loads(data[key])
-        return data
-
-    async def _web_api(self, request: web.Request) -> web.Response:
+    async def web_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args = await self._parse(request)
+        args = await parse_body(request)
         auth = request.headers.get("Authorization", "")
         call = Call(method, args, dict(request.headers), time.monotonic(), request.path)
         if method in self._delays:
@@ -213,7 +193,7 @@ class FakeSlack:
             await self._record(call)
             return web.json_response({"ok": False, "error": "invalid_blocks", "errors": problems})
         await self._record(call)
-        return web.json_response(self._answer(method, args))
+        return web.json_response(self.answer(method, args))
 
     def _check(self, method: str, args: dict[str, Any]) -> list[str]:
         if method.startswith("chat."):
@@ -225,45 +205,13 @@ class FakeSlack:
         self.violations += [f"{method}: {p}" for p in problems]
         return problems
 
-    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        ts = f"{time.time():.6f}"
-        match method:
-            case "auth.test":
-                return {
-                    "ok": True,
-                    "url": "https://fake.slack.test/",
-                    "team": "Fake MSP",
-                    "user": "itdr",
-                    "team_id": TEAM_ID,
-                    "user_id": BOT_USER_ID,
-                    "bot_id": BOT_ID,
-                    "is_enterprise_install": False,
-                }
-            case "chat.postMessage":
-                return {
-                    "ok": True,
-                    "channel": args.get("channel"),
-                    "ts": ts,
-                    "message": {"text": args.get("text"), "ts": ts, "bot_id": BOT_ID},
-                }
-            case "chat.postEphemeral":
-                return {"ok": True, "message_ts": ts}
-            case "chat.update":
-                return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
-            case "views.publish" | "views.open" | "views.update" | "views.push":
-                view = dict(args.get("view") or {})
-                return {"ok": True, "view": view | {"id": f"V{next(self._ids):06d}", "hash": ts}}
-            case "apps.connections.open":
-                return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"}
-        return {"ok": True}
-
     # ----------------
     #  response_url
     # ----------------
 
-    async def _response_url(self, request: web.Request) -> web.Response:
+    async def response(self, request: web.Request) -> web.Response:
         rid = request.match_info["rid"]
-        args = await self._parse(request)
+        args = await parse_body(request)
         call = Call(RESPONSE, args, dict(request.headers), time.monotonic(), request.path)
         if RESPONSE in self._delays:
             await asyncio.sleep(self._delays[RESPONSE])
@@ -321,7 +269,7 @@ class FakeSlack:
         self, envelope_type: str, payload: dict[str, Any], *, retry_attempt: int = 0, retry_reason: str = ""
     ) -> str:
         """Send an envelope over the live Socket Mode connection; returns its envelope_id."""
-        envelope_id = f"env-{next(self._ids):06d}"
+        envelope_id = f"env-{self.next_id():06d}"
         envelope = {
             "envelope_id": envelope_id,
             "type": envelope_type,

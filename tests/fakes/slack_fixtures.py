@@ -9,16 +9,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import uvicorn
 
-from bot.app import Mode, build_app, check_settings
 from bot.server import create_asgi_app
-from bot.settings import Settings
-from bot.store import Store
+from bot.settings import Mode, Settings, load_settings
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SIGNING_SECRET, SlackSim
 
@@ -32,7 +30,6 @@ class ServedApp:
     port: int = 0
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -64,7 +61,9 @@ class ServedApp:
             self.thread.join(10)
 
 
-def slack_settings(fake: FakeSlack, redis_url: str | None, redis_prefix: str, **overrides: Any) -> Settings:
+def slack_settings(
+    fake: FakeSlack, redis_url: str | None, redis_prefix: str, *, mode: Mode | None = None, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "slack_bot_token": fake.bot_token,
         "slack_signing_secret": SIGNING_SECRET,
@@ -73,7 +72,7 @@ def slack_settings(fake: FakeSlack, redis_url: str | None, redis_prefix: str, **
         "redis_url": redis_url,
         "redis_prefix": redis_prefix,
     } | overrides
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return load_settings(mode, _env_file=None, **values)
 
 
 @pytest.fixture
@@ -106,24 +105,22 @@ async def fake_slack(slack_env: None) -> AsyncIterator[FakeSlack]:
 def serve_app(fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> Iterator[Callable[..., ServedApp]]:
     """Factory: build the HTTP-mode app from settings pointed at the fakes and serve it with uvicorn.
 
-    `serve_app(redis_url=..., catalog_loader=..., register=...)` overrides pieces for a test.
+    `serve_app(redis_url=..., catalog=..., register=..., readiness=...)` overrides pieces for a test; other
+    keywords are settings.
     """
     served: list[ServedApp] = []
 
     def start(
         *,
         redis_url: str | None = redis_url,
-        catalog_loader: Callable[[], Any] | None = None,
         register: Callable[[Any], None] | None = None,
+        catalog: Any = None,
+        readiness: Any = None,
         **settings_overrides: Any,
     ) -> ServedApp:
-        settings = slack_settings(fake_slack, redis_url, redis_prefix, **settings_overrides)
-        check_settings(settings, Mode.HTTP)
-        assert settings.redis_url is not None
-        store = Store.from_url(settings.redis_url, settings.redis_prefix)
-        app = build_app(settings, mode=Mode.HTTP, store=store, catalog_loader=catalog_loader, register=register)
-        running = ServedApp(create_asgi_app(app, store)).start()
-        running.extras.update(app=app, store=store, settings=settings)
+        settings = slack_settings(fake_slack, redis_url, redis_prefix, mode=Mode.HTTP, **settings_overrides)
+        options = {key: value for key, value in (("catalog", catalog), ("readiness", readiness)) if value is not None}
+        running = ServedApp(create_asgi_app(settings, register=register, **options)).start()
         served.append(running)
         return running
 

@@ -1,0 +1,107 @@
+"""`Runtime`: what one process needs, opened in one place and closed in one place.
+
+Settings, the catalog, Redis (cache, state, an embedded server when `REDIS_URL` is unset), one keep-alive HTTP
+session for Slack, the Slack Web API client and the readiness service. Every entry point (`itdr serve`, `socket`,
+`console`, `check`, the worker) opens a Runtime and hands it down; nothing else opens or closes these.
+
+    async with Runtime.open(settings, Mode.HTTP) as runtime:
+        app = build_app(runtime)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.readiness.service import ReadinessService
+from bot.settings import Mode, Settings
+from bot.store import Cache, EmbeddedRedis, RedisConnections, State
+from catalog import Catalog, load_catalog
+
+log = logging.getLogger(__name__)
+
+#: Modes whose state must outlive the process: an embedded Redis there is worth a warning.
+_LONG_RUNNING = (Mode.HTTP, Mode.SOCKET)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    mode: Mode
+    catalog: Catalog
+    redis: RedisConnections
+    http: aiohttp.ClientSession  # keep-alive connections to Slack (Web API and response_url posts)
+    slack: AsyncWebClient
+    readiness: ReadinessService | None  # None: the check is not configured (it says how to set it up)
+
+    @property
+    def cache(self) -> Cache:
+        return self.redis.cache
+
+    @property
+    def state(self) -> State:
+        return self.redis.state
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        mode: Mode,
+        *,
+        catalog: Catalog | None = None,
+        slack_token: str | None = None,
+        readiness: Callable[[Settings, Catalog, Cache], ReadinessService | None] | None = None,
+    ) -> AsyncIterator[Runtime]:
+        """Open everything `mode` needs; on exit close it all, in reverse order, whatever happened.
+
+        `slack_token` overrides SLACK_BOT_TOKEN (the console talks to its loopback Slack); `readiness` overrides
+        how the readiness service is built (tests inject fakes).
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            catalog = catalog or load_catalog()  # validated at start, never on a request's clock
+            url = settings.redis_dsn
+            if url is None:
+                embedded = stack.enter_context(EmbeddedRedis())
+                url = embedded.url
+                if mode in _LONG_RUNNING:
+                    log.warning("REDIS_URL is not set: using an embedded Redis, so approvals, watched tenants and "
+                                "other state will not survive a restart. Set REDIS_URL for production.")
+            redis = RedisConnections(url, settings.redis_prefix)
+            stack.push_async_callback(redis.aclose)
+            http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            stack.push_async_callback(http.close)
+            build = readiness or _build_readiness
+            service = build(settings, catalog, redis.cache)
+            if service is not None:
+                stack.push_async_callback(service.aclose)
+            yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http,
+                      slack=slack_client(settings, http, token=slack_token), readiness=service)
+
+
+def _build_readiness(settings: Settings, catalog: Catalog, cache: Cache) -> ReadinessService | None:
+    return ReadinessService(settings, catalog, cache=cache) if settings.readiness_configured else None
+
+
+def slack_client(settings: Settings, session: aiohttp.ClientSession, *, token: str | None = None) -> AsyncWebClient:
+    """Web API client for SLACK_API_URL over `session`; retries connection errors and 429s (honouring
+    Retry-After)."""
+    return AsyncWebClient(
+        token=token or settings.secret("slack_bot_token") or None,
+        base_url=settings.slack_api_url,
+        session=session,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=1),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
+    )
