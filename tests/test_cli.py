@@ -89,6 +89,24 @@ def test_why_shows_the_documents_contradictions(capsys: pytest.CaptureFixture[st
     assert "needs Entra ID P2" in out
 
 
+def test_why_understands_full_width_and_invisible_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    # Pasted from a document typed with a CJK input method, or with a zero-width space from a web page.
+    code, out = run(capsys, "why", "Ｍａｉｌ．ＲｅａｄＷｒｉｔｅ")
+    assert code == 0, out
+    assert out.startswith("Mail.ReadWrite  ·  Microsoft Graph application permission")
+    code, data = run_json(capsys, "why", "Exchange\u3000ａｄｍｉｎ")  # ideographic space, full-width letters
+    assert (code, data["name"]) == (0, "Exchange Administrator")  # type: ignore[index]
+    code, data = run_json(capsys, "why", "qw\u200bxz\u202e")
+    assert data == {"error": "not_found", "query": "qwxz", "suggestions": []}  # the echo carries nothing invisible
+
+
+def test_search_understands_full_width_and_invisible_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    _, plain = run_json(capsys, "search", "phishing")
+    assert plain
+    assert run_json(capsys, "search", "ｐｈｉｓｈｉｎｇ") == (0, plain)
+    assert run_json(capsys, "search", "ph\u200bish\u00ading") == (0, plain)  # zero-width space, soft hyphen
+
+
 def test_search_ranks_items(capsys: pytest.CaptureFixture[str]) -> None:
     code, data = run_json(capsys, "search", "phishing")
     assert code == 0

@@ -70,6 +70,11 @@ class TestWhy:
         assert json.loads(first["value"]) == {"c": "why", "a": ["Mail.ReadWrite"]}
         assert "itdr-share" not in all_action_ids(answer["blocks"]), "nothing worth sharing in a miss"
 
+    async def test_full_width_name(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why Ｍａｉｌ．ＲｅａｄＷｒｉｔｅ")
+        assert answer["blocks"][0]["text"]["text"] == "Mail.ReadWrite"
+        assert answer["text"].startswith("Mail.ReadWrite: Microsoft Graph application permission")
+
     async def test_why_without_name_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "why")
         assert "needs a name" in answer["text"]
