@@ -15,7 +15,7 @@ from catalog.models import (
     Revision,
     Status,
 )
-from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog
+from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog, normalize
 
 __all__ = [
     "API_TITLES",
@@ -35,4 +35,5 @@ __all__ = [
     "Status",
     "UnknownVersion",
     "load_catalog",
+    "normalize",
 ]

@@ -116,6 +116,38 @@ def test_search_ranks_items(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "No item matches 'zzzz'" in out
 
 
+@pytest.mark.parametrize("limit", ["0", "-1", "ten"])
+def test_search_limit_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    # --limit 0 used to say nothing matches, --limit -1 silently dropped the last result.
+    assert main(["search", "audit", "--limit", limit]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"itdr search: argument --limit: must be a whole number of 1 or more, not {limit!r} (see `itdr search --help`)"
+    ]
+    assert main(["search", "audit", "--limit", limit, "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "usage"
+
+
+def test_search_limit_one_shows_the_best_match(capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(capsys, "search", "phishing", "--limit", "1")
+    assert code == 0
+    assert [entry["name"] for entry in data] == ["Mail.ReadBasic.All"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\u200b"])
+def test_why_an_empty_name_is_a_usage_error(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    assert main(["why", name]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("itdr why: NAME is empty")
+    assert main(["why", name, "--json"]) == 2
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["error"] == "usage" and data["message"].startswith("itdr why: NAME is empty")
+    assert err == ""
+
+
 def test_versions_lists_six_revisions_with_iso_dates(capsys: pytest.CaptureFixture[str]) -> None:
     code, data = run_json(capsys, "versions")
     assert code == 0
