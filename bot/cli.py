@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -182,15 +183,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `itdr` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(words)
-    except UsageError as exc:
-        if "--json" in words:
-            print(json.dumps({"error": "usage", "message": exc.message}, ensure_ascii=False))
-        else:
-            print(exc.message, file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            code = _main(words)
+        except UsageError as exc:
+            if "--json" in words:
+                print(json.dumps({"error": "usage", "message": exc.message}, ensure_ascii=False))
+            else:
+                print(exc.message, file=sys.stderr)
+            code = EXIT_USAGE
+        sys.stdout.flush()  # a closed pipe is noticed here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`itdr manifest | head -1`): stop quietly, as Python's documentation recommends
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so the
+        # interpreter's final flush cannot fail again, and exit 1 like the interpreter does on EPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _main(argv: list[str]) -> int:

@@ -195,3 +195,29 @@ def test_the_installed_console_script_answers_end_to_end() -> None:
                             env=env, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["name"] == "Mail.ReadWrite"
+
+
+def _itdr_command() -> list[str]:
+    script = shutil.which("itdr", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "bot.cli"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["manifest"], ["diff", "v1", "v6", "--json"], ["search", "a", "--limit", "200", "--json"]], ids=" ".join
+)
+def test_output_piped_into_head_ends_quietly(argv: list[str]) -> None:
+    # `itdr manifest | head -1`: head exits after one line; itdr must stop without a BrokenPipeError traceback.
+    # The diff and the long search (over 100 KB) outgrow a pipe's buffer: itdr is still writing when head leaves.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLACK_")}
+    itdr = subprocess.Popen([*_itdr_command(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1], env=env)
+    assert itdr.stdout is not None and itdr.stderr is not None
+    head = subprocess.Popen(["head", "-1"], stdin=itdr.stdout, stdout=subprocess.PIPE)
+    itdr.stdout.close()  # only head reads it now, as in a shell pipeline
+    first_line, _ = head.communicate(timeout=60)
+    stderr = itdr.stderr.read().decode()
+    itdr.stderr.close()
+    assert itdr.wait(timeout=60) in (0, 1)
+    assert stderr == ""
+    assert first_line in (b"{\n", b"[\n")
+
