@@ -2,6 +2,9 @@
 
 from catalog.models import (
     API_TITLES,
+    DISCREPANCY_LABELS,
+    PRIVILEGE_LABELS,
+    STATUS_LABELS,
     Api,
     Diff,
     Discrepancy,
@@ -19,6 +22,9 @@ from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog, n
 
 __all__ = [
     "API_TITLES",
+    "DISCREPANCY_LABELS",
+    "PRIVILEGE_LABELS",
+    "STATUS_LABELS",
     "Api",
     "Catalog",
     "CatalogError",

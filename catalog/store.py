@@ -13,6 +13,7 @@ import yaml
 from rapidfuzz import fuzz, process
 
 from catalog.models import (
+    DISCREPANCY_LABELS,
     Api,
     Diff,
     Discrepancy,
@@ -342,6 +343,8 @@ def build_catalog() -> Catalog:
         for name in entry["items"]:
             if name not in names:
                 raise CatalogError(f"discrepancy {entry['id']} names unknown item {name}")
+            if entry["kind"] not in DISCREPANCY_LABELS:
+                raise CatalogError(f"discrepancy {entry['id']} has kind {entry['kind']!r}, which has no label")
             discrepancies.setdefault(name, []).append(
                 Discrepancy(id=entry["id"], kind=entry["kind"], message=entry["message"],
                             document_text=entry["document_text"])

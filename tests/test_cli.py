@@ -85,7 +85,7 @@ def test_why_shows_the_documents_contradictions(capsys: pytest.CaptureFixture[st
     code, out = run(capsys, "why", "IdentityRiskyUser.ReadWrite.All")
     assert code == 0
     assert out.startswith("IdentityRiskyUser.Read.All")
-    assert "[name mismatch] Revision v2 (09-MAY-24) adds IdentityRiskyUser.ReadWrite.All" in out
+    assert "[Name mismatch] Revision v2 (09-MAY-24) adds IdentityRiskyUser.ReadWrite.All" in out
     assert "needs Entra ID P2" in out
 
 

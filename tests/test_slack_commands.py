@@ -65,6 +65,14 @@ class TestWhy:
         answer = await ask(slack, fake_slack, f"why {item.name}")
         assert "Discrepancy" in block_text(answer["blocks"])
 
+    async def test_labels_are_words_not_internal_names(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why Mail.ReadWrite")
+        text = block_text(answer["blocks"])
+        assert "*Status:* Future use (not required yet)" in text
+        assert "*Privilege:* read/write" in text
+        assert "*Discrepancy: Missing NEW! marker*" in text and "*Discrepancy: Typo*" in text
+        assert "missing_new_marker" not in text
+
     async def test_typo_offers_did_you_mean_buttons(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "why mail.readwite")
         assert "Did you mean" in answer["text"]
