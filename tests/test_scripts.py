@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,3 +62,34 @@ def test_concurrent_first_runs_install_once(tmp_path: Path) -> None:
     assert sum("Waiting for another ./run or ./test" in err for err in errors) == 1, errors
     assert (checkout / ".venv" / ".installed-test").is_file()
     assert (checkout / ".venv.lock").exists()
+
+
+def _venv_ready() -> bool:
+    """./test would otherwise install .venv first (minutes): these tests run where ./test already did."""
+    stamp = ROOT / ".venv" / ".installed-test"
+    if not stamp.is_file():
+        return False
+    want = subprocess.run(["sha256sum", "pyproject.toml"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return want.stdout.split(" ")[0] == stamp.read_text().strip()
+
+
+@pytest.mark.skipif(not _venv_ready(), reason=".venv is not set up by ./test in this checkout")
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0"),
+        ("redis://:s3cret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("unix:///nonexistent/redis.sock?db=0&password=s3cret", "unix:///nonexistent/redis.sock?db=0&password=***"),
+    ],
+)
+def test_an_unreachable_redis_url_stops_test_at_the_start(url: str, shown: str) -> None:
+    # Before, ./test ran ruff and pytest against it and failed part way through, test after test.
+    env = {**os.environ, "REDIS_URL": url}
+    result = subprocess.run([str(ROOT / "test"), "--collect-only", "-q"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing ran: no ruff, no pytest
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"./test: REDIS_URL={shown} does not answer (")
+    assert line.endswith("); unset it to use the local or embedded server")
+    assert "s3cret" not in line
