@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from catalog import Catalog, UnknownVersion, load_catalog
+from catalog import Catalog, UnknownVersion, load_catalog, normalize
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line that cannot be answered as typed; the message is one line for the user."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{prog}: {message}")
+        self.message = f"{prog}: {message} (see `{prog} --help`)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (text on stderr, or JSON with --json), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
 
 
 def _emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
@@ -25,6 +52,8 @@ def cmd_why(args: argparse.Namespace, catalog: Catalog) -> int:
     from bot import terminal
 
     query = " ".join(args.name)
+    if not normalize(query).strip():
+        raise UsageError("itdr why", "NAME is empty; give a permission or role, e.g. `itdr why Mail.ReadWrite`")
     lookup = catalog.lookup(query)
     if lookup.item is None:
         data = {"error": "not_found", "query": lookup.query, "suggestions": [i.name for i in lookup.suggestions]}
@@ -39,6 +68,8 @@ def cmd_search(args: argparse.Namespace, catalog: Catalog) -> int:
     from bot import terminal
 
     words = " ".join(args.words)
+    if not normalize(words).strip():
+        raise UsageError("itdr search", "WORDS is empty; give a word or flag, e.g. `itdr search audit`")
     items = catalog.search(words, limit=args.limit)
     _emit(
         args,
@@ -126,11 +157,11 @@ def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="itdr",
         description="Huntress Managed ITDR permissions: explain, search and compare the vendor's catalog.",
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -140,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", parents=[common], help="find items by words (purpose, flags, Microsoft text)")
     search.add_argument("words", nargs="+", help="e.g. phishing, audit, CPV, future")
-    search.add_argument("--limit", type=int, default=10, help="most results to show (default 10)")
+    search.add_argument("--limit", type=positive_int, default=10, help="most results to show (default 10, at least 1)")
     search.set_defaults(handler=cmd_search)
 
     versions = sub.add_parser("versions", parents=[common], help="the document's revision history")
@@ -177,6 +208,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `itdr` console script."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            code = _main(words)
+        except UsageError as exc:
+            if "--json" in words:
+                print(json.dumps({"error": "usage", "message": exc.message}, ensure_ascii=False))
+            else:
+                print(exc.message, file=sys.stderr)
+            code = EXIT_USAGE
+        sys.stdout.flush()  # a closed pipe is noticed here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`itdr manifest | head -1`): stop quietly, as Python's documentation recommends
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so the
+        # interpreter's final flush cannot fail again, and exit 1 like the interpreter does on EPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if hasattr(args, "func"):  # the Slack entry points load their own settings and catalog

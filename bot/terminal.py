@@ -6,10 +6,9 @@ import textwrap
 from collections.abc import Iterable
 
 from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
-from catalog import Catalog, Diff, Item, Lookup, Revision, Status
+from catalog import Catalog, Diff, Item, Lookup, Revision
 
 WIDTH = 100
-STATUS_WORDS = {Status.active: "active", Status.future: "future use (not used yet)", Status.removed: "removed"}
 
 
 def _wrap(label: str, text: str) -> list[str]:
@@ -36,7 +35,7 @@ def revision_label(catalog: Catalog, version: str) -> str:
 
 def render_item(catalog: Catalog, item: Item) -> str:
     lines = [f"{item.name}  ·  {item.api_title} {item.kind_title}", ""]
-    lines += _wrap("Status", STATUS_WORDS[item.status])
+    lines += _wrap("Status", item.status_label)
     introduced = revision_label(catalog, item.introduced_in)
     if item.introduced_basis == "inferred":
         introduced += "; the document lists nothing for v1, so this is inferred"
@@ -53,10 +52,10 @@ def render_item(catalog: Catalog, item: Item) -> str:
             text += f" (Microsoft's text for {meaning.description_applies_to})"
         lines += _wrap("Microsoft", text)
     lines += _wrap("If missing", f"{item.impact.capability_title}: {item.impact.capability_summary}")
-    lines += _wrap("Privilege", item.impact.privilege.value)
+    lines += _wrap("Privilege", item.impact.privilege_label)
     lines += _wrap("Identifiers", ", ".join(f"{key} {value}" for key, value in _ids(item)))
     for discrepancy in item.discrepancies:
-        lines += _wrap("Document", f"[{discrepancy.kind.replace('_', ' ')}] {discrepancy.message}")
+        lines += _wrap("Document", f"[{discrepancy.label}] {discrepancy.message}")
     return "\n".join(lines)
 
 
@@ -86,8 +85,13 @@ def render_not_found(catalog: Catalog, lookup: Lookup) -> str:
     return "\n".join(lines)
 
 
+def _short_status(item: Item) -> str:
+    """The status label without its explanation, for one-line listings ("Future use")."""
+    return item.status_label.split(" (")[0]
+
+
 def render_item_line(item: Item) -> str:
-    tags = [STATUS_WORDS[item.status].split(" (")[0], *flags(item)]
+    tags = [_short_status(item), *flags(item)]
     purpose = item.purpose or item.microsoft.display_name or ""
     return f"{item.name:<48} {item.api_title:<28} {'; '.join(tags)}\n    {textwrap.shorten(purpose, 92)}"
 
@@ -115,7 +119,7 @@ def render_diff(catalog: Catalog, diff: Diff) -> str:
         if not items:
             continue
         lines.append(f"{title} ({len(items)}):")
-        lines.extend(f"  {sign} {item.name:<58} {STATUS_WORDS[item.status].split(' (')[0]}" for item in items)
+        lines.extend(f"  {sign} {item.name:<58} {_short_status(item)}" for item in items)
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -2,6 +2,9 @@
 
 from catalog.models import (
     API_LABELS,
+    DISCREPANCY_LABELS,
+    PRIVILEGE_LABELS,
+    STATUS_LABELS,
     Api,
     ApiLabels,
     Diff,
@@ -16,10 +19,13 @@ from catalog.models import (
     Revision,
     Status,
 )
-from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog
+from catalog.store import Catalog, CatalogError, UnknownVersion, load_catalog, normalize
 
 __all__ = [
     "API_LABELS",
+    "DISCREPANCY_LABELS",
+    "PRIVILEGE_LABELS",
+    "STATUS_LABELS",
     "Api",
     "ApiLabels",
     "Catalog",
@@ -37,4 +43,5 @@ __all__ = [
     "Status",
     "UnknownVersion",
     "load_catalog",
+    "normalize",
 ]

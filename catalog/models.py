@@ -55,10 +55,36 @@ class Status(StrEnum):
     removed = "removed"
 
 
+# What users read for a status, in Slack and in the terminal alike.
+STATUS_LABELS: dict[Status, str] = {
+    Status.active: "Active",
+    Status.future: "Future use (not required yet)",
+    Status.removed: "Removed",
+}
+
+
 class Privilege(StrEnum):
     read = "read"
     write = "write"
     privileged = "privileged"
+
+
+PRIVILEGE_LABELS: dict[Privilege, str] = {
+    Privilege.read: "read-only",
+    Privilege.write: "read/write",
+    Privilege.privileged: "privileged",
+}
+
+# The kinds of discrepancy `discrepancies.yaml` may record, with what users read for each (a kind missing here
+# fails the catalog's load).
+DISCREPANCY_LABELS: dict[str, str] = {
+    "name_mismatch": "Name mismatch",
+    "typo": "Typo",
+    "missing_new_marker": "Missing NEW! marker",
+    "shared_row": "Shared row",
+    "ambiguous_marker": "Ambiguous marker",
+    "wording": "Misleading wording",
+}
 
 
 class Frozen(BaseModel):
@@ -88,12 +114,20 @@ class Impact(Frozen):
     capability_summary: str
     privilege: Privilege
 
+    @property
+    def privilege_label(self) -> str:
+        return PRIVILEGE_LABELS[self.privilege]
+
 
 class Discrepancy(Frozen):
     id: str
     kind: str
     message: str
     document_text: str
+
+    @property
+    def label(self) -> str:
+        return DISCREPANCY_LABELS[self.kind]
 
 
 class Item(Frozen):
@@ -123,6 +157,10 @@ class Item(Frozen):
     @property
     def kind_title(self) -> str:
         return KIND_TITLES[self.kind]
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
 
     @property
     def is_permission(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from rapidfuzz import fuzz, process
 
 from catalog.models import (
+    DISCREPANCY_LABELS,
     Api,
     Diff,
     Discrepancy,
@@ -46,6 +48,16 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 def _read(name: str) -> Any:
     with (DATA_DIR / name).open(encoding="utf-8") as handle:
         return yaml.load(handle, Loader=_Loader)
+
+
+def normalize(text: str) -> str:
+    """What a user typed, in the form the catalog matches: NFKC (full-width `Ｍａｉｌ．Ｒｅａｄ` reads as `Mail.Read`,
+    ligatures and compatibility forms as their plain letters) without zero-width and other format characters
+    (category Cf: zero-width spaces and joiners, bidi overrides, soft hyphens)."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isprintable():  # fast path: nothing invisible in it
+        return text
+    return "".join(char for char in text if unicodedata.category(char) != "Cf")
 
 
 def _words(text: str) -> list[str]:
@@ -96,11 +108,11 @@ class Catalog:
         return [item for item in self.items if item.status is not Status.removed]
 
     def get(self, name: str) -> Item | None:
-        return self._by_key.get(_compact(name))
+        return self._by_key.get(_compact(normalize(name)))
 
     def lookup(self, query: str) -> Lookup:
-        """Exact (case- and punctuation-insensitive) match, else up to five suggestions for a typo."""
-        query = " ".join(query.split())
+        """Exact (case-, punctuation- and width-insensitive) match, else up to five suggestions for a typo."""
+        query = " ".join(normalize(query).split())
         key = _compact(query)
         if not key:
             return Lookup(query=query, item=None)
@@ -109,6 +121,7 @@ class Catalog:
         return Lookup(query=query, item=None, suggestions=tuple(self.suggest(query)))
 
     def suggest(self, query: str, limit: int = MAX_SUGGESTIONS) -> list[Item]:
+        query = normalize(query)
         expanded = _expand(query)
         scored: dict[str, float] = {}
         for scorer, text in ((fuzz.WRatio, expanded), (fuzz.ratio, _compact(query))):
@@ -132,7 +145,7 @@ class Catalog:
         Words match names, purposes, Microsoft's text and the capability; the flag words "cpv", "p2",
         "future", "active", "removed", "retired", "new" and "privileged" select on the item's attributes.
         """
-        terms = [term for term in _words(_expand(text)) if term]
+        terms = [term for term in _words(_expand(normalize(text))) if term]
         if not terms:
             return []
         results: list[tuple[float, int, Item]] = []
@@ -330,6 +343,8 @@ def build_catalog() -> Catalog:
         for name in entry["items"]:
             if name not in names:
                 raise CatalogError(f"discrepancy {entry['id']} names unknown item {name}")
+            if entry["kind"] not in DISCREPANCY_LABELS:
+                raise CatalogError(f"discrepancy {entry['id']} has kind {entry['kind']!r}, which has no label")
             discrepancies.setdefault(name, []).append(
                 Discrepancy(id=entry["id"], kind=entry["kind"], message=entry["message"],
                             document_text=entry["document_text"])

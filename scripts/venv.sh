@@ -14,7 +14,28 @@ find_python() {
     return 1
 }
 
+# ./run and ./test started together on a fresh clone would both create .venv and install into it, over one
+# install log. A lock on .venv.lock (beside .venv, which may not exist yet) serialises them: the second waits,
+# then finds the install done. It is held only while checking and installing, never by the command that follows
+# (the subshell closes it).
 ensure_venv() {
+    (
+        _lock_venv
+        _install_venv "$1"
+    ) 9>>.venv.lock
+}
+
+_lock_venv() {
+    if command -v flock >/dev/null 2>&1; then
+        flock -n 9 && return 0
+        echo "Waiting for another ./run or ./test to finish setting up .venv..." >&2
+        flock 9
+    else  # no util-linux (macOS): the same flock(2), taken by Python on the inherited descriptor
+        "$(find_python)" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX)'
+    fi
+}
+
+_install_venv() {
     local extras="$1"
     local stamp=".venv/.installed-${extras:-base}"
     if [ ! -x .venv/bin/python ]; then

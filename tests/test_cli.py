@@ -85,8 +85,26 @@ def test_why_shows_the_documents_contradictions(capsys: pytest.CaptureFixture[st
     code, out = run(capsys, "why", "IdentityRiskyUser.ReadWrite.All")
     assert code == 0
     assert out.startswith("IdentityRiskyUser.Read.All")
-    assert "[name mismatch] Revision v2 (09-MAY-24) adds IdentityRiskyUser.ReadWrite.All" in out
+    assert "[Name mismatch] Revision v2 (09-MAY-24) adds IdentityRiskyUser.ReadWrite.All" in out
     assert "needs Entra ID P2" in out
+
+
+def test_why_understands_full_width_and_invisible_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    # Pasted from a document typed with a CJK input method, or with a zero-width space from a web page.
+    code, out = run(capsys, "why", "Ｍａｉｌ．ＲｅａｄＷｒｉｔｅ")
+    assert code == 0, out
+    assert out.startswith("Mail.ReadWrite  ·  Microsoft Graph application permission")
+    code, data = run_json(capsys, "why", "Exchange\u3000ａｄｍｉｎ")  # ideographic space, full-width letters
+    assert (code, data["name"]) == (0, "Exchange Administrator")  # type: ignore[index]
+    code, data = run_json(capsys, "why", "qw\u200bxz\u202e")
+    assert data == {"error": "not_found", "query": "qwxz", "suggestions": []}  # the echo carries nothing invisible
+
+
+def test_search_understands_full_width_and_invisible_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    _, plain = run_json(capsys, "search", "phishing")
+    assert plain
+    assert run_json(capsys, "search", "ｐｈｉｓｈｉｎｇ") == (0, plain)
+    assert run_json(capsys, "search", "ph\u200bish\u00ading") == (0, plain)  # zero-width space, soft hyphen
 
 
 def test_search_ranks_items(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,6 +114,38 @@ def test_search_ranks_items(capsys: pytest.CaptureFixture[str]) -> None:
     assert names[:2] == ["Mail.ReadBasic.All", "Mail.ReadWrite"]
     code, out = run(capsys, "search", "zzzz")
     assert code == 1 and "No item matches 'zzzz'" in out
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "ten"])
+def test_search_limit_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    # --limit 0 used to say nothing matches, --limit -1 silently dropped the last result.
+    assert main(["search", "audit", "--limit", limit]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"itdr search: argument --limit: must be a whole number of 1 or more, not {limit!r} (see `itdr search --help`)"
+    ]
+    assert main(["search", "audit", "--limit", limit, "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "usage"
+
+
+def test_search_limit_one_shows_the_best_match(capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run_json(capsys, "search", "phishing", "--limit", "1")
+    assert code == 0
+    assert [entry["name"] for entry in data] == ["Mail.ReadBasic.All"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\u200b"])
+def test_why_an_empty_name_is_a_usage_error(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    assert main(["why", name]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("itdr why: NAME is empty")
+    assert main(["why", name, "--json"]) == 2
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["error"] == "usage" and data["message"].startswith("itdr why: NAME is empty")
+    assert err == ""
 
 
 def test_versions_lists_six_revisions_with_iso_dates(capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,3 +195,29 @@ def test_the_installed_console_script_answers_end_to_end() -> None:
                             env=env, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["name"] == "Mail.ReadWrite"
+
+
+def _itdr_command() -> list[str]:
+    script = shutil.which("itdr", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "bot.cli"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["manifest"], ["diff", "v1", "v6", "--json"], ["search", "a", "--limit", "200", "--json"]], ids=" ".join
+)
+def test_output_piped_into_head_ends_quietly(argv: list[str]) -> None:
+    # `itdr manifest | head -1`: head exits after one line; itdr must stop without a BrokenPipeError traceback.
+    # The diff and the long search (over 100 KB) outgrow a pipe's buffer: itdr is still writing when head leaves.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLACK_")}
+    itdr = subprocess.Popen([*_itdr_command(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1], env=env)
+    assert itdr.stdout is not None and itdr.stderr is not None
+    head = subprocess.Popen(["head", "-1"], stdin=itdr.stdout, stdout=subprocess.PIPE)
+    itdr.stdout.close()  # only head reads it now, as in a shell pipeline
+    first_line, _ = head.communicate(timeout=60)
+    stderr = itdr.stderr.read().decode()
+    itdr.stderr.close()
+    assert itdr.wait(timeout=60) in (0, 1)
+    assert stderr == ""
+    assert first_line in (b"{\n", b"[\n")
+

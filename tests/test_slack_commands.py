@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
 
 from tests.fakes.slack import RESPONSE, FakeSlack
 from tests.fakes.slack_blocks import message_violations
@@ -62,6 +65,14 @@ class TestWhy:
         answer = await ask(slack, fake_slack, f"why {item.name}")
         assert "Discrepancy" in block_text(answer["blocks"])
 
+    async def test_labels_are_words_not_internal_names(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why Mail.ReadWrite")
+        text = block_text(answer["blocks"])
+        assert "*Status:* Future use (not required yet)" in text
+        assert "*Privilege:* read/write" in text
+        assert "*Discrepancy: Missing NEW! marker*" in text and "*Discrepancy: Typo*" in text
+        assert "missing_new_marker" not in text
+
     async def test_typo_offers_did_you_mean_buttons(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "why mail.readwite")
         assert "Did you mean" in answer["text"]
@@ -69,6 +80,11 @@ class TestWhy:
         assert first["text"]["text"] == "Mail.ReadWrite"
         assert json.loads(first["value"]) == {"c": "why", "a": ["Mail.ReadWrite"]}
         assert "itdr-share" not in all_action_ids(answer["blocks"]), "nothing worth sharing in a miss"
+
+    async def test_full_width_name(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why Ｍａｉｌ．ＲｅａｄＷｒｉｔｅ")
+        assert answer["blocks"][0]["text"]["text"] == "Mail.ReadWrite"
+        assert answer["text"].startswith("Mail.ReadWrite: Microsoft Graph application permission")
 
     async def test_why_without_name_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "why")
@@ -87,6 +103,46 @@ class TestSearch:
     async def test_no_match(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "search zzqqxx")
         assert "Nothing in the catalog matches" in answer["text"]
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text Slack shows: the fallback `text` and each block's texts (not button values, never shown)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "text" and isinstance(item, str):
+                yield item
+            else:
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def invisible(answer: dict) -> set[str]:
+    """Control and format characters anywhere in what Slack would show, line breaks aside."""
+    texts = list(_texts({"text": answer["text"], "blocks": answer["blocks"]}))
+    assert len(texts) >= 2
+    return {char for text in texts for char in text if char != "\n" and unicodedata.category(char) in ("Cc", "Cf")}
+
+
+class TestUserTextIsCleaned:
+    """A terminal escape or a bidi override typed (or pasted) into `/itdr` never comes back in the answer."""
+
+    async def test_search_with_matches(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "search phishing \x1b[31m\u202egnihsihp")
+        assert answer["blocks"][0]["text"]["text"] == "Search: phishing [31mgnihsihp"
+        assert invisible(answer) == set()
+
+    async def test_search_without_matches(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "search zzqq\x1b[31mxx\u202e\x85yy")
+        assert "Nothing in the catalog matches" in answer["text"]
+        assert "`zzqq[31mxx yy`" in block_text(answer["blocks"])  # NEL (U+0085) separates words, like a space
+        assert invisible(answer) == set()
+
+    async def test_why_not_found(self, slack: SlackSim, fake_slack: FakeSlack):
+        answer = await ask(slack, fake_slack, "why \x1b[31mqwxz\x07")
+        assert "No catalog entry is named `[31mqwxz`" in block_text(answer["blocks"])
+        assert invisible(answer) == set()
 
 
 class TestVersions:

@@ -8,11 +8,12 @@ Share button.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from itertools import groupby
 from typing import Any
 
+from catalog import DISCREPANCY_LABELS, PRIVILEGE_LABELS, STATUS_LABELS
 from handlers.blocks.kit import (
     Block,
     Message,
@@ -30,8 +31,6 @@ from handlers.payloads import AnswerRequest
 
 DIFF_PAGE_ITEMS = 25
 SEARCH_LIMIT = 10
-STATUS_LABELS = {"active": "Active", "future": "Future (not required yet)", "removed": "Removed"}
-PRIVILEGE_LABELS = {"read": "read-only", "write": "read/write", "privileged": "privileged"}
 
 
 class Surface(StrEnum):
@@ -50,6 +49,11 @@ def _value(item: Any, name: str, default: Any = None) -> Any:
 
 def _text(value: Any) -> str:
     return str(getattr(value, "value", value)) if value is not None else ""
+
+
+def _label(labels: Mapping[Any, str], value: str) -> str:
+    """The catalog's label for a status, privilege or discrepancy kind (the raw value for an unknown one)."""
+    return labels.get(value, value)
 
 
 def _answer_buttons(
@@ -80,7 +84,7 @@ def item_line(item: Any, *, purpose_chars: int = 140) -> str:
     status = _text(_value(item, "status"))
     flags = []
     if status and status != "active":
-        flags.append(STATUS_LABELS.get(status, status).split(" ")[0].lower())
+        flags.append(_label(STATUS_LABELS, status).split(" (")[0].lower())
     if _value(item, "cpv_only"):
         flags.append("CPV only")
     if _value(item, "p2_only"):
@@ -103,14 +107,14 @@ def why_message(
     if item is None:
         return not_found_message(lookup, surface=surface)
     status = _text(item.status)
-    flags = [f"*Status:* {STATUS_LABELS.get(status, status)}"]
+    flags = [f"*Status:* {_label(STATUS_LABELS, status)}"]
     if item.cpv_only:
         flags.append("*CPV only* (partner / GDAP tenants)")
     if item.p2_only:
         flags.append("*Needs Entra ID P2*")
     privilege = _text(_value(item.impact, "privilege"))
     if privilege:
-        flags.append(f"*Privilege:* {PRIVILEGE_LABELS.get(privilege, privilege)}")
+        flags.append(f"*Privilege:* {_label(PRIVILEGE_LABELS, privilege)}")
 
     blocks: list[Block] = [
         header(item.name, BlockId.HEADER),
@@ -137,14 +141,15 @@ def why_message(
     if item.huntress_adds:
         blocks.append(section(f":information_source: {escape(item.huntress_adds)}"))
     for discrepancy in item.discrepancies:
-        blocks.append(section(f":warning: *Discrepancy ({escape(discrepancy.kind)})*\n{escape(discrepancy.message)}"))
+        label = _label(DISCREPANCY_LABELS, discrepancy.kind)
+        blocks.append(section(f":warning: *Discrepancy: {escape(label)}*\n{escape(discrepancy.message)}"))
     revision = f"Introduced in {item.introduced_in}"
     if item.removed_in:
         revision += f" · removed in {item.removed_in}"
     blocks.append(context(revision, block_id=BlockId.FOOTER))
     blocks += _shared_by(shared_by, request)
     blocks += _answer_buttons(request, surface, shared=bool(shared_by))
-    fallback = f"{item.name}: {item.api_title} {item.kind_title}, {STATUS_LABELS.get(status, status).lower()}."
+    fallback = f"{item.name}: {item.api_title} {item.kind_title}, {_label(STATUS_LABELS, status).lower()}."
     if item.purpose:
         fallback += f" {truncate(item.purpose, 300)}"
     return Message(text=fallback, blocks=blocks[:50])

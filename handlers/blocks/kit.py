@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,13 +25,31 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
 
 
+_INVISIBLE = frozenset({"Cc", "Cf"})  # C0/C1 controls; format characters (zero-width, bidi overrides)
+
+
+def clean(text: str) -> str:
+    """`text` without control and format characters, line breaks kept.
+
+    User text echoed into an answer (a query, a tenant name) must not carry terminal escapes (`\\x1b[31m`) or
+    bidi overrides (U+202E) that reorder what readers see. Every text the primitives below put into a block,
+    and every message's fallback text, goes through here."""
+    if all(line.isprintable() for line in text.split("\n")):  # fast path: the usual case
+        return text
+    return "".join(char for char in text if char in "\n\t" or unicodedata.category(char) not in _INVISIBLE)
+
+
 def escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape the three characters Slack's mrkdwn treats as control characters (and drop invisible ones)."""
+    return clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain_text(text: str, limit: int, **extra: bool) -> dict[str, Any]:
+    return {"type": "plain_text", "text": truncate(clean(text) or " ", limit), **extra}
 
 
 def header(text: str, block_id: str | None = None) -> Block:
-    block: Block = {"type": "header", "text": {"type": "plain_text", "text": truncate(text, MAX_HEADER_TEXT)}}
+    block: Block = {"type": "header", "text": plain_text(text, MAX_HEADER_TEXT)}
     if block_id:
         block["block_id"] = block_id
     return block
@@ -46,7 +65,7 @@ def section(text: str, *, block_id: str | None = None, fields: list[str] | None 
 
 
 def mrkdwn(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": truncate(text or " ", limit)}
+    return {"type": "mrkdwn", "text": truncate(clean(text) or " ", limit)}
 
 
 def context(*texts: str, block_id: str | None = None) -> Block:
@@ -66,7 +85,7 @@ def divider() -> Block:
 def button(text: str, action_id: str, value: str, *, style: Literal["primary", "danger"] | None = None) -> Block:
     element: Block = {
         "type": "button",
-        "text": {"type": "plain_text", "text": truncate(text, MAX_BUTTON_TEXT), "emoji": True},
+        "text": plain_text(text, MAX_BUTTON_TEXT, emoji=True),
         "action_id": action_id,
         "value": value,
     }
@@ -104,6 +123,7 @@ class Message:
     blocks: list[Block] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clean(self.text))  # the fallback echoes user text too
         if len(self.blocks) > MAX_MESSAGE_BLOCKS:  # builders page long answers; this is a last guard
             raise ValueError(f"message has {len(self.blocks)} blocks (max {MAX_MESSAGE_BLOCKS})")
 
