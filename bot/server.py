@@ -1,7 +1,8 @@
 """HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`) served by uvicorn.
 
-`POST /slack/events` takes slash commands, interactivity and Events API requests alike; Bolt verifies
-each signature (401 on a bad one or a timestamp more than 5 minutes off) before any listener runs.
+`POST /slack/events` takes slash commands, interactivity and Events API requests alike; `bot.http_guard`
+refuses bodies over 1 MiB (413), bad signatures or timestamps more than 5 minutes off (401) and malformed
+bodies (400) before Bolt, whose own signature check still runs, sees the request.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvicorn
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bot.app import Mode, build_app, check_settings
+from bot.http_guard import slack_events_endpoint
 from bot.settings import Settings
 from bot.store import Store, open_store
 
@@ -31,10 +32,7 @@ def create_asgi_app(
     app: AsyncApp, store: Store, *, on_shutdown: list[Callable[[], Awaitable[None] | None]] | None = None
 ) -> Starlette:
     """Wrap a Bolt app for ASGI. Shutdown closes the store (in the server's own event loop)."""
-    handler = AsyncSlackRequestHandler(app)
-
-    async def slack_events(request: Request) -> Response:
-        return await handler.handle(request)
+    slack_events = slack_events_endpoint(app)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "redis": "up" if await store.ping() else "down"})
