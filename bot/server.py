@@ -1,5 +1,9 @@
 """HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`) served by uvicorn (`itdr serve`).
 
+`POST /slack/events` takes slash commands, interactivity and Events API requests alike; `bot.http_guard`
+refuses bodies over 1 MiB (413), bad signatures or timestamps more than 5 minutes off (401) and malformed
+bodies (400) before Bolt, whose own signature check still runs, sees the request.
+
 The Runtime is opened by the ASGI lifespan, inside uvicorn's event loop, and closed when uvicorn stops (SIGINT or
 SIGTERM), so Redis connections, the HTTP session and an embedded Redis never outlive the server.
 """
@@ -12,13 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.app import Register, build_app
+from bot.http_guard import Endpoint, slack_events_endpoint
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
 
@@ -31,8 +35,8 @@ def create_asgi_app(settings: Settings, *, register: Register | None = None, **r
     """The ASGI app for `settings`; `register` and `runtime_options` (see `Runtime.open`) are for tests."""
 
     async def slack_events(request: Request) -> Response:
-        handler: AsyncSlackRequestHandler = request.app.state.handler
-        return await handler.handle(request)
+        endpoint: Endpoint = request.app.state.endpoint
+        return await endpoint(request)
 
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
@@ -44,7 +48,7 @@ def create_asgi_app(settings: Settings, *, register: Register | None = None, **r
             app = build_app(runtime, register=register)
             asgi.state.runtime = runtime
             asgi.state.bolt = app
-            asgi.state.handler = AsyncSlackRequestHandler(app)
+            asgi.state.endpoint = slack_events_endpoint(app, signing_secret=settings.secret("slack_signing_secret"))
             yield
 
     return Starlette(

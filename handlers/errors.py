@@ -48,7 +48,8 @@ async def handle_error(
         if body.get("type") in ("event_callback", "url_verification") or body.get("event"):
             return BoltResponse(status=200, body="")  # an event we do not subscribe to: nothing to say
         message = notice_message("That button or command is no longer supported. Try `/itdr help`.")
-        log.warning("unhandled Slack request (type %s)", body.get("type") or "command")
+        # `type` comes from the request body: never log more than a short prefix of it.
+        log.warning("unhandled Slack request (type %.40r)", body.get("type") or "command")
     elif isinstance(error, BadPayload):
         message = notice_message("That button is out of date. Ask again with `/itdr`.")
         log.warning("bad button payload")
