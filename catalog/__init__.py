@@ -1,5 +1,14 @@
 """The ITDR permission catalog: the vendor's document as data, and pure logic over it."""
 
+from catalog.diffs import (
+    DiffLayout,
+    DiffSide,
+    NameSummary,
+    PurposeGroup,
+    diff_layout,
+    group_by_purpose,
+    summarize_names,
+)
 from catalog.models import (
     API_TITLES,
     Api,
@@ -23,6 +32,8 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "Diff",
+    "DiffLayout",
+    "DiffSide",
     "Discrepancy",
     "Ids",
     "Impact",
@@ -30,9 +41,14 @@ __all__ = [
     "Kind",
     "Lookup",
     "MicrosoftMeaning",
+    "NameSummary",
     "Privilege",
+    "PurposeGroup",
     "Revision",
     "Status",
     "UnknownVersion",
+    "diff_layout",
+    "group_by_purpose",
     "load_catalog",
+    "summarize_names",
 ]
