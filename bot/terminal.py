@@ -6,7 +6,7 @@ import textwrap
 from collections.abc import Iterable
 
 from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
-from catalog import Catalog, Diff, Item, Lookup, Revision
+from catalog import Catalog, Diff, Item, Lookup, PurposeGroup, Revision, diff_layout
 
 WIDTH = 100
 
@@ -110,16 +110,46 @@ def render_versions(revisions: list[Revision]) -> str:
     return "\n".join(lines)
 
 
+def _diff_group(sign: str, group: PurposeGroup, *, where: bool) -> list[str]:
+    """A purpose group for the terminal: "name — purpose" for one item; for more, the count, a name summary and the
+    purpose, then every name, comma-separated and wrapped under it."""
+    place = f" [{group.where}]" if where and group.where else ""
+    if len(group.items) == 1:
+        (item,) = group.items
+        flags = "".join(f" ({flag})" for flag in group.flags)
+        return _diff_wrap(f"  {sign} ", f"{item.name}{flags} — {group.label}{place}", 4)
+    summary = group.summary.format() or "items"
+    flags = "".join(f" ({flag})" for flag in group.flags)
+    lines = _diff_wrap(f"  {sign} ", f"{len(group.items)} {summary}{flags}: {group.label}{place}", 4)
+    names = ", ".join(item.name + "".join(f" ({f})" for f in group.flags_of(item)) for item in group.items)
+    return lines + _diff_wrap(" " * 6, names, 6)
+
+
+def _diff_wrap(first: str, text: str, indent: int) -> list[str]:
+    # Names hold hyphens (CloudApp-Discovery.Read.All) and are never broken.
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=first, subsequent_indent=" " * indent, break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
 def render_diff(catalog: Catalog, diff: Diff) -> str:
-    head = f"{revision_label(catalog, diff.from_version)}  →  {revision_label(catalog, diff.to_version)}"
-    lines = [head, ""]
-    if not diff.added and not diff.removed:
-        return head + "\n\nNo permission or role changed."
-    for sign, title, items in (("+", "Added", diff.added), ("-", "Removed", diff.removed)):
-        if not items:
-            continue
-        lines.append(f"{title} ({len(items)}):")
-        lines.extend(f"  {sign} {item.name:<58} {_short_status(item)}" for item in items)
+    """Removed items first, then added ones, each grouped by shared purpose (catalog.diff_layout), every name."""
+    layout = diff_layout(diff)
+    lines = [
+        layout.title,
+        f"  from {revision_label(catalog, diff.from_version)}",
+        f"  to   {revision_label(catalog, diff.to_version)}",
+        "",
+    ]
+    if not layout.sides:
+        return "\n".join([*lines, "No permission or role changed."])
+    lines += [layout.summary, ""]
+    for side in layout.sides:
+        sign = "-" if side.change == "removed" else "+"
+        lines.append(f"{side.title} ({len(side.items)})" + (f" · {side.where}" if side.where else "") + ":")
+        for group in side.groups:
+            lines += _diff_group(sign, group, where=side.where is None)
         lines.append("")
     return "\n".join(lines).rstrip()
 

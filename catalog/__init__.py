@@ -1,5 +1,14 @@
 """The ITDR permission catalog: the vendor's document as data, and pure logic over it."""
 
+from catalog.diffs import (
+    DiffLayout,
+    DiffSide,
+    NameSummary,
+    PurposeGroup,
+    diff_layout,
+    group_by_purpose,
+    summarize_names,
+)
 from catalog.models import (
     API_LABELS,
     DISCREPANCY_LABELS,
@@ -31,6 +40,8 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "Diff",
+    "DiffLayout",
+    "DiffSide",
     "Discrepancy",
     "Ids",
     "Impact",
@@ -38,10 +49,15 @@ __all__ = [
     "Kind",
     "Lookup",
     "MicrosoftMeaning",
+    "NameSummary",
     "Privilege",
+    "PurposeGroup",
     "Revision",
     "Status",
     "UnknownVersion",
+    "diff_layout",
+    "group_by_purpose",
     "load_catalog",
     "normalize",
+    "summarize_names",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -169,8 +170,17 @@ def test_diff_backwards_swaps_added_and_removed(capsys: pytest.CaptureFixture[st
     _, forward = run_json(capsys, "diff", "v4", "v5")
     _, backward = run_json(capsys, "diff", "v5", "v4")
     assert [i["name"] for i in forward["added"]] == [i["name"] for i in backward["removed"]]  # type: ignore[index]
+    assert [i["name"] for i in forward["removed"]] == [i["name"] for i in backward["added"]]  # type: ignore[index]
+    names = [i["name"] for i in forward["added"] + forward["removed"]]  # type: ignore[index,operator]
     _, out = run(capsys, "diff", "v4", "v5")
-    assert "Added (36):" in out and "Removed (3):" in out
+    assert out.index("Removed (3)") < out.index("Added (36)"), "removed first"
+    assert "  + 36 Policy.ReadWrite.*, DeviceManagement*, User.* and 12 others: (Future Use) ISPM" in out
+    _, back = run(capsys, "diff", "v5", "v4")
+    assert back.index("Removed (36)") < back.index("Added (3)")
+    for text in (out, back):
+        assert max(len(line) for line in text.splitlines()) <= 100
+        for name in names:
+            assert len(re.findall(rf"(?<![\w.]){re.escape(name)}(?![\w.])", text)) == 1, name
 
 
 def test_unknown_revision_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,9 +31,12 @@ async def test_typo_then_pick_a_suggestion(redis_url, redis_prefix, slack_env):
     assert text.count("== Mail.ReadWrite ==") == 1
 
 
-async def test_diff_pages_and_home(redis_url, redis_prefix, slack_env):
+async def test_diff_in_one_answer_and_home(redis_url, redis_prefix, slack_env):
     text = await run_lines(["diff v4 v5", "1", "home", "9"], redis_url, redis_prefix)
     assert "== Changes v4 → v5 ==" in text
-    assert "== Changes v4 → v5 (page 2 of 2) ==" in text
+    assert "(page 2 of" not in text and "Show more" not in text
+    assert text.index("Removed (3)") < text.index("Added (36)")
+    assert "[1] Share in channel" in text
+    assert "[posted in the channel]" in text  # pressing 1 shared it
     assert "[Home tab]" in text
     assert "(no button 9" in text

@@ -1,4 +1,5 @@
-"""Builders for `/itdr` answers: why, did-you-mean, search, versions, diff (paged) and help.
+"""Builders for `/itdr` answers: why, did-you-mean, search, versions, diff (one message, paged only as a fallback)
+and help.
 
 Every builder is pure: catalog objects in, a `Message` out. `surface` decides which buttons an answer
 carries: in a message, "Share in channel" / did-you-mean / "Show more"; on the Home tab, Home buttons that
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from itertools import groupby
 from typing import Any
 
-from catalog import DISCREPANCY_LABELS, PRIVILEGE_LABELS, STATUS_LABELS
+from catalog import DISCREPANCY_LABELS, PRIVILEGE_LABELS, STATUS_LABELS, Diff, DiffLayout, PurposeGroup, diff_layout
 from handlers.blocks.kit import (
+    MAX_FALLBACK_TEXT,
+    MAX_SECTION_TEXT,
     Block,
     Message,
     actions,
@@ -29,7 +31,13 @@ from handlers.blocks.kit import (
 from handlers.ids import ActionId, BlockId, SubCommand, numbered
 from handlers.payloads import AnswerRequest
 
-DIFF_PAGE_ITEMS = 25
+# A diff page: at most this many sections (header, summary, footer, "shared by" and buttons take the other 5 of
+# Slack's 50 blocks) and characters of section text. Every revision pair of the document fits one page.
+DIFF_PAGE_SECTIONS = 45
+DIFF_PAGE_CHARS = 12_000
+DIFF_PURPOSE_CHARS = 300
+DIFF_NAMES_LINE_CHARS = 2_000  # a group's names wrap onto a new line only past this
+DIFF_INDENT = "\u2003\u2003"  # em spaces: Slack keeps them, so names sit under their group line
 SEARCH_LIMIT = 10
 
 
@@ -271,52 +279,134 @@ def versions_message(
 # ----------------
 
 
+def _flag_note(flags: Sequence[str]) -> str:
+    return f" _({', '.join(flags)})_" if flags else ""
+
+
+# A line of mrkdwn and the item names it shows (so pages and the fallback text know what they hold).
+_Line = tuple[str, tuple[str, ...]]
+
+
+def _group_lines(group: PurposeGroup, *, where: bool) -> list[_Line]:
+    """One purpose group as mrkdwn lines, each with the names it shows.
+
+    A one-item group is one bullet (name — purpose). A larger group is a bullet with the count, a name summary
+    and the shared purpose, then every name, backticked and comma-separated, on indented lines short enough
+    never to be cut by `chunk_lines`.
+    """
+    place = f" · {escape(group.where)}" if where and group.where else ""
+    label = escape(truncate(group.label, DIFF_PURPOSE_CHARS))
+    if len(group.items) == 1:
+        (item,) = group.items
+        return [(f"• `{escape(item.name)}`{_flag_note(group.flags)} — {label}{place}", (item.name,))]
+    summary = group.summary.format(lambda pattern: f"`{escape(pattern)}`") or "items"
+    names: list[str]
+    lines: list[_Line] = [(f"• *{len(group.items)}* {summary}{_flag_note(group.flags)}: {label}{place}", ())]
+    line, names = "", []  # the names line being filled, and the names on it
+    for item in group.items:
+        entry = f"`{escape(item.name)}`{_flag_note(group.flags_of(item))}"
+        if line and len(line) + len(entry) + 2 > DIFF_NAMES_LINE_CHARS:
+            lines.append((f"{DIFF_INDENT}{line},", tuple(names)))
+            line, names = "", []
+        line = f"{line}, {entry}" if line else entry
+        names.append(item.name)
+    lines.append((f"{DIFF_INDENT}{line}", tuple(names)))
+    return lines
+
+
+def _diff_sections(layout: DiffLayout) -> list[_Line]:
+    """Every section of a diff (removed side first, then added), each text ≤ 3000 chars, with its names."""
+    sections: list[_Line] = []
+    for side in layout.sides:
+        icon = ":heavy_minus_sign:" if side.change == "removed" else ":heavy_plus_sign:"
+        heading = f"{icon} *{side.title} ({len(side.items)})*" + (f" · {escape(side.where)}" if side.where else "")
+        lines = [line for group in side.groups for line in _group_lines(group, where=side.where is None)]
+        texts = chunk_lines([text for text, _ in lines], MAX_SECTION_TEXT - len(heading) - 20)
+        taken = 0
+        for n, text in enumerate(texts):
+            count = text.count("\n") + 1  # chunk_lines keeps whole lines, in order
+            names = tuple(name for _, line_names in lines[taken : taken + count] for name in line_names)
+            taken += count
+            sections.append((f"{heading}{' (cont.)' if n else ''}\n{text}", names))
+    return sections
+
+
+def _diff_pages(sections: list[_Line]) -> list[list[_Line]]:
+    """Sections packed into pages (≤ DIFF_PAGE_SECTIONS sections, ≤ DIFF_PAGE_CHARS characters each), in order."""
+    pages: list[list[_Line]] = [[]]
+    size = 0
+    for section_ in sections:
+        full = len(pages[-1]) >= DIFF_PAGE_SECTIONS or size + len(section_[0]) > DIFF_PAGE_CHARS
+        if pages[-1] and full:
+            pages.append([])
+            size = 0
+        pages[-1].append(section_)
+        size += len(section_[0])
+    return pages
+
+
+def _diff_fallback(layout: DiffLayout, names: Sequence[str], page: int, pages: int) -> str:
+    """The notification text: title, summary, then the changed names shown, removed first (all of them when they
+    fit in 3000 characters; otherwise whole names up to the limit and how many more)."""
+    head = f"{layout.title}: {layout.summary}."
+    suffix = f" (page {page + 1} of {pages})" if pages > 1 else ""
+    shown = set(names)
+    sides = [(side.title, [item.name for item in side.items if item.name in shown]) for side in layout.sides]
+    sides = [(title, side_names) for title, side_names in sides if side_names]
+    text = head + "".join(f" {title}: {', '.join(side_names)}." for title, side_names in sides)
+    if len(text + suffix) <= MAX_FALLBACK_TEXT:
+        return text + suffix
+    text, left = head, len(shown)
+    for title, side_names in sides:
+        for n, name in enumerate(side_names):
+            piece = f"{' ' + title + ':' if n == 0 else ','} {name}"
+            if len(text + piece + f" … and {left - 1} more." + suffix) > MAX_FALLBACK_TEXT:
+                return text + f" … and {left} more." + suffix
+            text, left = text + piece, left - 1
+        text += "."
+    return text + suffix
+
+
 def diff_message(
-    diff: Any,
+    diff: Diff,
     request: AnswerRequest,
     *,
     notes: Sequence[str] = (),
     surface: Surface = Surface.MESSAGE,
     shared_by: str | None = None,
-    page_items: int = DIFF_PAGE_ITEMS,
 ) -> Message:
-    """One page of a diff, grouped by change and API, `page_items` per page; "Show more" for the rest."""
-    changes = [("Added", item) for item in diff.added] + [("Removed", item) for item in diff.removed]
-    total = len(changes)
-    pages = max(1, -(-total // page_items))
-    page = min(request.page, pages - 1)
-    start = page * page_items
-    chunk = changes[start : start + page_items]
-    title = f"Changes {diff.from_version} → {diff.to_version}"
-    summary = f"+{len(diff.added)} added, −{len(diff.removed)} removed"
+    """A diff in one message: removed items first, then added ones grouped by shared purpose, every name shown.
 
-    blocks: list[Block] = [header(title if page == 0 else f"{title} (page {page + 1} of {pages})", BlockId.HEADER)]
+    Only a diff too big for one message (none of the document's revisions is) pages with "Show more".
+    """
+    layout = diff_layout(diff)
+    pages = _diff_pages(_diff_sections(layout))
+    page = min(request.page, len(pages) - 1)
+    chunk = pages[page]
+    title = layout.title
+
+    blocks: list[Block] = [
+        header(title if page == 0 else f"{title} (page {page + 1} of {len(pages)})", BlockId.HEADER)
+    ]
     if page == 0:
-        lines = [f"*{summary}*"]
+        lines = [f"*{layout.summary}*"]
         lines += [f"_{escape(truncate(note, 400))}_" for note in list(notes)[:3]]
         blocks.append(section("\n".join(lines), block_id=BlockId.BODY))
-    if not changes:
+    if not layout.sides:
         blocks.append(section(f"No permission or role changes between {diff.from_version} and {diff.to_version}."))
-    for (change, api_title), group in groupby(chunk, key=lambda c: (c[0], c[1].api_title)):
-        icon = ":heavy_plus_sign:" if change == "Added" else ":heavy_minus_sign:"
-        lines = [item_line(item) for _, item in group]
-        for n, text in enumerate(chunk_lines(lines, 2900)):
-            heading = f"{icon} *{change} · {escape(api_title)}*" + (" (cont.)" if n else "")
-            blocks.append(section(f"{heading}\n{text}"))
-    next_page = page + 1 if page + 1 < pages else None
-    if total:
-        shown = f"Items {start + 1}–{start + len(chunk)} of {total}"
-        if next_page is not None:
-            shown += f" · {total - start - len(chunk)} more"
-        blocks.append(context(shown, block_id=BlockId.FOOTER))
+    blocks += [section(text) for text, _ in chunk]
+    names = [name for _, section_names in chunk for name in section_names]
+    next_page = page + 1 if page + 1 < len(pages) else None
+    if len(pages) > 1:
+        blocks.append(
+            context(
+                f"Page {page + 1} of {len(pages)} · {len(names)} of {len(layout.names)} changes on this page",
+                block_id=BlockId.FOOTER,
+            )
+        )
     blocks += _shared_by(shared_by, request)
     blocks += _answer_buttons(request, surface, shared=bool(shared_by), next_page=next_page)
-
-    names = ", ".join(f"{'+' if c == 'Added' else '−'}{i.name}" for c, i in chunk)
-    text = f"{title}: {summary}." + (f" {names}" if names else "")
-    if next_page is not None:
-        text += f" (page {page + 1} of {pages})"
-    return Message(text=truncate(text, 3000), blocks=blocks)
+    return Message(text=_diff_fallback(layout, names, page, len(pages)), blocks=blocks)
 
 
 # ----------------
