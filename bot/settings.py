@@ -201,9 +201,20 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{name.upper()} is not set; it is required for {_MODE_NAMES[mode]}")
 
 
+#: Pydantic's wording for the common type errors, said as what the variable expects.
+_EXPECTED = {
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "bool_parsing": "expected true or false",
+    "url_parsing": "expected a URL such as https://host",
+    "url_scheme": "expected an http(s) URL",
+}
+
+
 def _one_line(exc: ValidationError) -> str:
     first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
-    message = str(first["msg"]).removeprefix("Value error, ")
+    message = _EXPECTED.get(first["type"]) or str(first["msg"]).removeprefix("Value error, ")
     if not first.get("loc"):  # a rule across several variables already names them
         return message
     name = str(first["loc"][0]).upper()

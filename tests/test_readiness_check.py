@@ -3,6 +3,7 @@ Graph $batch, Exchange InvokeCommand): what an engineer is told for each kind of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -357,3 +358,62 @@ async def test_results_are_cached_in_redis_and_redis_down_still_checks_live(
     finally:
         await service.aclose()
         await down.aclose()
+
+
+async def test_throttling_past_the_retries_reaches_the_caller_with_retry_after(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = fake.add_tenant(complete_scenario())
+    await service.check(scenario.tenant_id)  # warm: tokens cached
+    fake.throttle(r"/\$batch", retry_after=300, times=10)  # longer than a worker should sleep through
+    report = await service.check(scenario.tenant_id, fresh=True)
+    assert report.verdict is Verdict.unknown  # an engineer is told the truth: not checked
+    assert report.retry_after == 300  # a background job can reschedule the tenant instead
+    assert "429" in (report.common_failure or "") or "Please retry" in (report.common_failure or "")
+
+
+async def test_waves_and_round_trips_are_counted_per_check_under_concurrency(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    tenants = [fake.add_tenant(complete_scenario()) for _ in range(4)]
+    reports = await asyncio.gather(*(service.check(t.tenant_id) for t in tenants))
+    assert [r.waves for r in reports] == [3, 3, 3, 3]  # each cold check: discovery, tokens, one batch wave
+    assert sum(r.round_trips for r in reports) == fake.round_trips()
+    assert len({r.round_trips for r in reports}) == 1, "every check counts only its own requests"
+
+
+async def test_sweeps_ask_graph_for_low_priority(fake: FakeMicrosoft, service: ReadinessService) -> None:
+    from bot.microsoft.http import Priority
+
+    scenario = fake.add_tenant(complete_scenario())
+    await service.check(scenario.tenant_id, priority=Priority.LOW)
+    await service.check(scenario.tenant_id, fresh=True)
+    priorities = [r.headers.get("x-ms-throttle-priority") for r in fake.recorded("graph", path=r"\$batch")]
+    assert priorities == ["low", "high"]
+
+
+async def test_a_login_host_that_never_answers_is_bounded_by_one_deadline(fake: FakeMicrosoft) -> None:
+    import socket
+    import time
+
+    from bot import terminal
+
+    silent = socket.socket()  # accepts connections (the kernel completes the handshake) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    host = f"https://127.0.0.1:{silent.getsockname()[1]}"
+    settings = fake.settings(itdr_authority_host=host, itdr_check_deadline_seconds=1.5,
+                             itdr_http_timeout_seconds=4)
+    service = ReadinessService(settings, catalog)
+    try:
+        started = time.monotonic()
+        report = await service.check(str(uuid.uuid4()))
+        elapsed = time.monotonic() - started
+    finally:
+        await service.aclose()
+        silent.close()
+    assert elapsed < 3, f"the check took {elapsed:.1f}s"
+    assert report.verdict is Verdict.unknown
+    assert "did not answer within 1.5 s" in (report.common_failure or "")
+    text = terminal.render_report(report)
+    assert text.count("did not answer within") == 1, "one headline, not one line per item"

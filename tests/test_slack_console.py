@@ -40,3 +40,17 @@ async def test_diff_in_one_answer_and_home(redis_url, redis_prefix, slack_env):
     assert "[posted in the channel]" in text  # pressing 1 shared it
     assert "[Home tab]" in text
     assert "(no button 9" in text
+
+
+def test_mrkdwn_reads_as_terminal_text():
+    from bot.console import plain
+
+    assert plain("*Status:* Active · :warning: _Discrepancy_ <@U111> &lt;x&gt;") == "Status: Active · ⚠ Discrepancy U111 <x>"
+    assert plain("*Fix:* run it", bold=True) == "\033[1mFix:\033[0m run it"
+    assert plain("Policy.ReadWrite.* and User.*") == "Policy.ReadWrite.* and User.*"  # names keep their stars
+
+
+async def test_answers_carry_no_raw_mrkdwn(redis_url, redis_prefix, slack_env):
+    text = await run_lines(["why Mail.ReadWrite", "check not_a_tenant"], redis_url, redis_prefix)
+    assert "*Status:*" not in text and ":warning:" not in text
+    assert "Status: " in text and "⚠" in text
