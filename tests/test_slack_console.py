@@ -45,7 +45,8 @@ async def test_diff_in_one_answer_and_home(redis_url, redis_prefix, slack_env):
 def test_mrkdwn_reads_as_terminal_text():
     from bot.console import plain
 
-    assert plain("*Status:* Active · :warning: _Discrepancy_ <@U111> &lt;x&gt;") == "Status: Active · ⚠ Discrepancy U111 <x>"
+    rendered = plain("*Status:* Active · :warning: _Discrepancy_ <@U111> &lt;x&gt;")
+    assert rendered == "Status: Active · ⚠ Discrepancy U111 <x>"
     assert plain("*Fix:* run it", bold=True) == "\033[1mFix:\033[0m run it"
     assert plain("Policy.ReadWrite.* and User.*") == "Policy.ReadWrite.* and User.*"  # names keep their stars
 
