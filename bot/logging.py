@@ -29,11 +29,13 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 def redact(text: str) -> str:
     """Mask tokens, bearer credentials and registered secrets in `text`."""
+    # Token shapes first: a registered secret that is a prefix of a longer token must not hide the rest of it.
+    text = _TOKEN_RE.sub(lambda m: f"{m.group(1)}-{MASK}", text)
+    text = _BEARER_RE.sub(lambda m: f"{m.group(1)}{MASK}", text)
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    text = _TOKEN_RE.sub(lambda m: f"{m.group(1)}-{MASK}", text)
-    return _BEARER_RE.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    return text
 
 
 class RedactingFilter(logging.Filter):
