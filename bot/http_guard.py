@@ -29,8 +29,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
+from urllib.parse import parse_qsl
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from starlette.datastructures import Headers
@@ -164,6 +167,13 @@ def to_bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
         raise _malformed("body is not a Slack payload (a JSON object or a form)") from None
     if not isinstance(bolt_request.body, dict):
         raise _malformed("body is not a Slack payload (a JSON object or a form)")
+    if not bolt_request.body and "payload" in text and not text.lstrip().startswith("{"):
+        # Bolt reads any form that merely mentions "payload" (`/itdr search payload`) as interactivity and finds
+        # nothing; a form without a payload field is a slash command: read it as one.
+        form = dict(parse_qsl(text, keep_blank_values=True))
+        if form and "payload" not in form:
+            bolt_request.body = form
+            bolt_request.context = build_async_context(AsyncBoltContext(), form)
     return bolt_request
 
 

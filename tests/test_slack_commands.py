@@ -211,3 +211,9 @@ class TestHelp:
     async def test_empty_text_gets_help(self, slack: SlackSim, fake_slack: FakeSlack):
         answer = await ask(slack, fake_slack, "")
         assert "Usage:" in answer["text"]
+
+
+async def test_a_command_that_mentions_payload_is_still_a_command(slack: SlackSim, fake_slack: FakeSlack):
+    # Bolt takes any form body containing the word "payload" for a button click; ours is read as the command it is.
+    answer = await ask(slack, fake_slack, "search payload")
+    assert answer["text"].startswith(("Search payload", "Nothing in the catalog matches"))
