@@ -82,6 +82,7 @@ def build_app(runtime: Runtime, *, register: Register | None = None) -> AsyncApp
         context["cache"] = runtime.cache
         context["state"] = runtime.state
         context["readiness"] = runtime.readiness
+        context["consent"] = runtime.consent
         if context.get("response_url"):
             context["respond"] = PooledRespond(response_url=context["response_url"], session=runtime.http)
         await next_()

@@ -22,6 +22,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.consent.service import ConsentService
+from bot.consent.signing import Signer
+from bot.consent.store import ConsentStore
 from bot.readiness.service import ReadinessService
 from bot.settings import Mode, Settings
 from bot.store import Cache, EmbeddedRedis, RedisConnections, State
@@ -42,6 +45,7 @@ class Runtime:
     http: aiohttp.ClientSession  # keep-alive connections to Slack (Web API and response_url posts)
     slack: AsyncWebClient
     readiness: ReadinessService | None  # None: the check is not configured (it says how to set it up)
+    consent: ConsentService
 
     @property
     def cache(self) -> Cache:
@@ -84,8 +88,26 @@ class Runtime:
             service = build(settings, catalog, redis.cache)
             if service is not None:
                 stack.push_async_callback(service.aclose)
-            yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http,
-                      slack=slack_client(settings, http, token=slack_token), readiness=service)
+            slack = slack_client(settings, http, token=slack_token)
+            consent = ConsentService(settings, catalog, ConsentStore(redis.state), service, redis.cache,
+                                     members_of=lambda group: _group_members(slack, group),
+                                     signer=Signer.from_settings(settings))
+            if mode in _LONG_RUNNING and settings.redis_dsn is not None:  # the embedded one was warned about
+                await _warn_without_persistence(redis.state)
+            yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http, slack=slack,
+                      readiness=service, consent=consent)
+
+
+async def _group_members(slack: AsyncWebClient, group: str) -> list[str]:
+    response = await slack.usergroups_users_list(usergroup=group)
+    return [str(user) for user in response.get("users") or []]
+
+
+async def _warn_without_persistence(state: State) -> None:
+    persistence = await state.persistence()
+    if persistence is not None and not any(persistence):
+        log.warning("Redis keeps nothing on disk (neither AOF nor RDB snapshots are on): approvals, the audit trail "
+                    "and watched tenants are lost if it restarts. Turn on appendonly or save in its configuration.")
 
 
 def _build_readiness(settings: Settings, catalog: Catalog, cache: Cache) -> ReadinessService | None:

@@ -11,24 +11,30 @@ SIGTERM), so Redis connections, the HTTP session and an embedded Redis never out
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from bot.app import Register, build_app
+from bot.consent.model import ConsentState
+from bot.consent.service import BadSignature, UnknownRequest
 from bot.http_guard import Endpoint, slack_events_endpoint
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
+from bot.store import StateUnavailable
+from handlers.cards import update_card
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+CALLBACK_PATH = "/consent/callback"
 
 
 def create_asgi_app(settings: Settings, *, register: Register | None = None, **runtime_options: Any) -> Starlette:
@@ -51,10 +57,67 @@ def create_asgi_app(settings: Settings, *, register: Register | None = None, **r
             asgi.state.endpoint = slack_events_endpoint(app, signing_secret=settings.secret("slack_signing_secret"))
             yield
 
+    async def consent_callback(request: Request) -> HTMLResponse:
+        runtime: Runtime = request.app.state.runtime
+        return await admin_consent_callback(runtime, request.query_params)
+
     return Starlette(
-        routes=[Route(EVENTS_PATH, slack_events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            Route(EVENTS_PATH, slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route(CALLBACK_PATH, consent_callback, methods=["GET"]),
+        ],
         lifespan=lifespan,
     )
+
+
+def page(status: int, title: str, *paragraphs: str, link: str | None = None) -> HTMLResponse:
+    """A plain page for the person Microsoft sent back to us (everything escaped)."""
+    body = "".join(f"<p>{html.escape(text)}</p>" for text in paragraphs)
+    if link:
+        body += f'<p><a href="{html.escape(link, quote=True)}">Back to Slack</a></p>'
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family: sans-serif; max-width: 40em; margin: 3em auto'><h1>{html.escape(title)}</h1>"
+        f"{body}</body></html>",
+        status_code=status,
+    )
+
+
+async def admin_consent_callback(runtime: Runtime, query: Mapping[str, str]) -> HTMLResponse:
+    """Microsoft's redirect after an admin's decision on the consent link: check the signed state, the request and
+    the tenant, record what happened, verify with a fresh check, and update the card. Decided on the absence of
+    `error` (an error redirect also carries admin_consent=True)."""
+    consent = runtime.consent
+    error = query.get("error")
+    try:
+        outcome = await consent.callback(query.get("state"), query.get("tenant"), error,
+                                         query.get("error_description"))
+    except (BadSignature, UnknownRequest):
+        return page(400, "This consent link is not valid",
+                    "It was not issued by itdr-bot, or its request no longer exists. Nothing was changed.")
+    except StateUnavailable as exc:
+        return page(503, "Consent could not be recorded", str(exc))
+    request = outcome.request
+    back = f"https://slack.com/app_redirect?channel={request.channel}"
+    if outcome.changed:
+        await update_card(runtime.slack, consent, request)
+    if outcome.refusal:
+        return page(400, "This consent callback was refused", outcome.refusal, "Nothing was changed.", link=back)
+    if error:
+        return page(200, "Consent was not granted", f"Microsoft said: {request.last_error}",
+                    "The request's card in Slack says so; the admin can try again from it.", link=back)
+    verification = await consent.verify(request.id, "admin-consent callback")
+    await update_card(runtime.slack, consent, verification.outcome.request)
+    checked = verification.outcome.request
+    if checked.state is ConsentState.verified:
+        return page(200, "Consent granted and verified",
+                    f"{checked.tenant.label} now grants everything {checked.version} asks for "
+                    f"(verdict: {checked.verdict}). The card in Slack shows it.", link=back)
+    return page(200, "Consent recorded",
+                f"Microsoft reported the consent, but a fresh check of {checked.tenant.label} still misses "
+                f"{len(checked.still_missing)} items. New grants can take a few minutes to show: use Verify now on "
+                "the card in Slack.", link=back)
 
 
 def serve(settings: Settings, *, host: str = "0.0.0.0") -> int:

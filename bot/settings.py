@@ -23,6 +23,7 @@ from bot.logging import register_secrets
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_SLACK_PRINCIPAL = re.compile(r"[UWS][A-Z0-9]{2,20}")
 
 
 class Mode(StrEnum):
@@ -80,11 +81,21 @@ class Settings(BaseSettings):
     # hold an engineer (or a sweep job) for minutes.
     itdr_check_deadline_seconds: float = Field(default=45.0, gt=0, le=600)
 
+    # --- Consent ---------------------------------------------------------------------------------
+    # Slack user ids (U…/W…) and user-group ids (S…), separated by commas or spaces.
+    itdr_approvers: str = ""
+    itdr_required_approvals: int = Field(default=1, ge=1, le=10)
+    itdr_consent_ttl_seconds: int = Field(default=259200, ge=60)
+    # Must be a reply URL registered on the ITDR app; unset, Microsoft sends the admin to the app's own page.
+    itdr_consent_redirect_uri: AnyHttpUrl | None = None
+    itdr_state_secret: SecretStr | None = Field(default=None, min_length=16)
+
     # --- validators ----------------------------------------------------------------------------
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "redis_url", "itdr_client_id",
-        "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", mode="before",
+        "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", "itdr_consent_redirect_uri",
+        "itdr_state_secret", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -153,6 +164,14 @@ class Settings(BaseSettings):
             raise ValueError("expected a readable PEM file holding the private key and the certificate")
         return value
 
+    @field_validator("itdr_approvers")
+    @classmethod
+    def _approvers(cls, value: str) -> str:
+        ids = value.replace(",", " ").split()
+        if bad := [slack_id for slack_id in ids if not _SLACK_PRINCIPAL.fullmatch(slack_id)]:
+            raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…); {len(bad)} entries are not")
+        return " ".join(ids)
+
     @model_validator(mode="after")
     def _microsoft_complete(self) -> Settings:
         credential = self.itdr_client_secret is not None or self.itdr_client_certificate is not None
@@ -173,6 +192,11 @@ class Settings(BaseSettings):
     def target_app_id(self) -> str:
         """The appId whose grants are checked: ITDR_TARGET_APP_ID, or the bot itself when it runs as the ITDR app."""
         return self.itdr_target_app_id or self.itdr_client_id or ""
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """ITDR_APPROVERS as ids: users (U…, W…) and user groups (S…)."""
+        return tuple(self.itdr_approvers.split())
 
     @property
     def redis_dsn(self) -> str | None:
@@ -231,7 +255,7 @@ def load_settings(mode: Mode | None = None, **overrides: Any) -> Settings:
     register_secrets(
         value.get_secret_value()
         for value in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token,
-                      settings.itdr_client_secret)
+                      settings.itdr_client_secret, settings.itdr_state_secret)
         if value is not None
     )
     if settings.redis_dsn:

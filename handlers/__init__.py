@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 
 
 def register(app: AsyncApp) -> None:
-    from handlers import actions, commands, errors, events, middleware
+    from handlers import actions, commands, errors, events, middleware, views
 
     errors.register(app)
     middleware.register(app)
     commands.register(app)
     actions.register(app)
+    views.register(app)
     events.register(app)

@@ -16,6 +16,8 @@ class SubCommand(StrEnum):
     VERSIONS = "versions"
     DIFF = "diff"
     CHECK = "check"
+    CONSENT = "consent"
+    AUDIT = "audit"
     HELP = "help"
 
 
@@ -25,6 +27,11 @@ class ActionId(StrEnum):
     SHOW_MORE = "itdr-show-more"
     HOME_SHOW = "itdr-home-show"
     RECHECK = "itdr-recheck"
+    CONSENT_REVIEW = "consent-review"
+    CONSENT_APPROVE = "consent-approve"
+    CONSENT_DENY = "consent-deny"
+    CONSENT_GRANT = "consent-grant"  # a link button: Slack still reports the click, which is only acknowledged
+    CONSENT_VERIFY = "consent-verify"
 
 
 class BlockId(StrEnum):
@@ -36,6 +43,16 @@ class BlockId(StrEnum):
     HOME_QUICK = "itdr-home-quick"
     HOME_PANEL = "itdr-home-panel"
     CHECK_EXPLAIN = "itdr-check-explain"
+    CONSENT_HEADER = "consent-header"
+    CONSENT_TENANT = "consent-tenant"
+    CONSENT_STATE = "consent-state"
+    CONSENT_ACTIONS = "consent-actions"
+    CONSENT_DENY_REASON = "consent-deny-reason"
+
+
+class ViewId(StrEnum):
+    CONSENT_REVIEW = "consent-review"
+    CONSENT_DENY = "consent-deny"
 
 
 class Event(StrEnum):

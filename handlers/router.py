@@ -43,10 +43,15 @@ def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
             what = "name" if cmd is SubCommand.WHY else "word"
             return AnswerRequest(cmd=SubCommand.HELP), f"`{cmd.value}` needs a {what}."
         return AnswerRequest(cmd=cmd, args=(" ".join(rest)[:MAX_QUERY],)), None
-    if cmd is SubCommand.CHECK:
+    if cmd in (SubCommand.CHECK, SubCommand.CONSENT):
         if not rest or len(rest) > 2:
-            return AnswerRequest(cmd=SubCommand.HELP), "`check` needs a tenant id or domain, and optionally a revision."
+            return AnswerRequest(cmd=SubCommand.HELP), (f"`{cmd.value}` needs a tenant id or domain, and optionally "
+                                                        "a revision.")
         return AnswerRequest(cmd=cmd, args=tuple(r[:MAX_QUERY] for r in rest)), None
+    if cmd is SubCommand.AUDIT:
+        if len(rest) != 1:
+            return AnswerRequest(cmd=SubCommand.HELP), "`audit` needs a tenant id or domain."
+        return AnswerRequest(cmd=cmd, args=(rest[0][:MAX_QUERY],)), None
     if cmd is SubCommand.DIFF:
         if len(rest) > 2:
             return AnswerRequest(cmd=SubCommand.HELP), "`diff` takes at most two versions."

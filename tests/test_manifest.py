@@ -12,7 +12,7 @@ import handlers
 from bot.app import build_app
 from bot.runtime import Runtime
 from bot.settings import Mode, load_settings
-from handlers import actions, commands, events
+from handlers import actions, commands, events, views
 from handlers.ids import ActionId, SubCommand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_manifest_matches_slack_schema(manifest: dict):
 
 
 def test_every_listener_table_entry_is_registered(registered: set[str]):
-    tables = [commands.LISTENERS, actions.LISTENERS, events.LISTENERS]
+    tables = [commands.LISTENERS, actions.LISTENERS, views.LISTENERS, events.LISTENERS]
     expected = {listener.__name__ for table in tables for listener in table.values()}
     assert registered == expected
     assert handlers.register.__module__ == "handlers"
@@ -66,13 +66,16 @@ def test_events_and_home_tab_agree(manifest: dict):
 
 
 def test_interactivity_agrees(manifest: dict):
-    assert manifest["settings"]["interactivity"]["is_enabled"] is bool(actions.LISTENERS)
+    assert manifest["settings"]["interactivity"]["is_enabled"] is bool(actions.LISTENERS or views.LISTENERS)
     assert set(actions.LISTENERS) == set(ActionId), "every action id the builders can emit has a listener"
 
 
 def test_smallest_scopes_and_socket_mode(manifest: dict):
-    # Answers go through response_url and views.publish, which need no scope beyond the slash command's.
-    assert manifest["oauth_config"]["scopes"]["bot"] == ["commands"]
+    # Answers go through the ack, response_url and views.publish (no scope beyond the slash command's); consent
+    # cards are posted and updated in the channel (chat:write), approver groups are resolved (usergroups:read)
+    # and approvers named (users:read). Nothing more.
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == ["chat:write", "commands", "usergroups:read",
+                                                                 "users:read"]
     assert isinstance(manifest["settings"]["socket_mode_enabled"], bool)
     urls = {
         manifest["settings"]["interactivity"]["request_url"],

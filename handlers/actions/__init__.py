@@ -5,6 +5,13 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from handlers.actions.ask import handle_ask_action
+from handlers.actions.consent import (
+    handle_consent_approve_action,
+    handle_consent_deny_action,
+    handle_consent_grant_action,
+    handle_consent_review_action,
+    handle_consent_verify_action,
+)
 from handlers.actions.home_show import handle_home_show_action
 from handlers.actions.recheck import handle_recheck_action
 from handlers.actions.share import handle_share_action
@@ -16,6 +23,11 @@ LISTENERS = {
     ActionId.SHOW_MORE: handle_ask_action,  # the next page is one more answer
     ActionId.HOME_SHOW: handle_home_show_action,
     ActionId.RECHECK: handle_recheck_action,
+    ActionId.CONSENT_REVIEW: handle_consent_review_action,
+    ActionId.CONSENT_APPROVE: handle_consent_approve_action,
+    ActionId.CONSENT_DENY: handle_consent_deny_action,
+    ActionId.CONSENT_GRANT: handle_consent_grant_action,
+    ActionId.CONSENT_VERIFY: handle_consent_verify_action,
 }
 
 

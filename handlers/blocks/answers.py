@@ -419,6 +419,8 @@ HELP_LINES = (
     ("versions", "the document's revisions, newest first"),
     ("diff [FROM] [TO]", "what changed between revisions (`diff v4 v5`; no arguments: the latest change)"),
     ("check TENANT [vN]", "is the ITDR app ready in a tenant (id or domain)? what is missing, why, how to fix"),
+    ("consent TENANT [vN]", "ask the approvers, in this channel, to consent to a revision for a tenant"),
+    ("audit TENANT", "who requested, approved, denied and granted consent for a tenant, and when"),
     ("help", "this message"),
 )
 

@@ -6,21 +6,30 @@ from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.consent.service import ConsentService
 from bot.readiness.service import ReadinessService
 from catalog import Catalog
 from handlers.blocks.answers import notice_message
+from handlers.commands.consent import request_consent, show_audit
 from handlers.ids import SubCommand
 from handlers.router import answer_check, parse_command, prepare_check, render
 
 
 async def handle_itdr_command(
-    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, catalog: Catalog,
-    readiness: ReadinessService | None,
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, catalog: Catalog,
+    readiness: ReadinessService | None, consent: ConsentService,
 ) -> None:
     """Handles `/itdr …`. Catalog answers ride on the ack itself (one exchange with Slack); a check acks
     "Checking…" and answers through the response_url when Microsoft has."""
     request, note = parse_command(command.get("text"))
+    if request.cmd is SubCommand.CONSENT:
+        await request_consent(ack, respond, client, command, consent, readiness, request)
+        return
+    if request.cmd is SubCommand.AUDIT:
+        await show_audit(ack, consent, request)
+        return
     if request.cmd is not SubCommand.CHECK:
         await ack(**render(catalog, request, note=note).to_ack())
         return

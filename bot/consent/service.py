@@ -1,0 +1,272 @@
+"""The consent walk-through: who may decide, what is asked, the admin-consent link, and the proof afterwards.
+
+Engine only: it reads and writes state (`ConsentStore`), asks the readiness service, and returns what happened;
+the Slack surface (listeners, the callback page, the worker) renders cards from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode
+
+from bot.consent import model
+from bot.consent.model import Ask, ConsentRequest, ConsentState, Outcome, TenantRef
+from bot.consent.signing import BadSignature, Signer
+from bot.consent.store import AuditRecord, ConsentStore, UnknownRequest
+from bot.microsoft.errors import MicrosoftError
+from bot.microsoft.tenant import parse_tenant
+from bot.readiness.model import CheckStatus, Report, Verdict
+from bot.readiness.service import CheckRequest, ReadinessService
+from bot.settings import Settings
+from bot.store import Cache
+from catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+MembersOf = Callable[[str], Awaitable[list[str]]]
+GROUP_TTL_SECONDS = 300
+_BUTTON, _STATE = "consent-button", "consent-state"
+
+
+class ConsentRefused(Exception):
+    """The request cannot be made; str(exc) tells the requester why, and nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `/itdr consent` found: a new request to post, an open one to point at, or nothing to ask."""
+
+    request: ConsentRequest | None = None
+    existing: ConsentRequest | None = None
+    satisfied: Report | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    outcome: Outcome
+    report: Report
+
+
+def is_satisfied(catalog: Catalog, report: Report, version: str) -> bool:
+    """The tenant grants every item the revision asks for (the newest fully granted revision is at least it)."""
+    have = report.satisfied_version
+    return have is not None and catalog.revision(have).number >= catalog.revision(version).number
+
+
+class ConsentService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: ConsentStore,
+        readiness: ReadinessService | None,
+        cache: Cache,
+        members_of: MembersOf,
+        signer: Signer,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.readiness = readiness
+        self.cache = cache
+        self.members_of = members_of
+        self.signer = signer
+
+    # --- who decides ------------------------------------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.approvers)
+
+    async def approvers(self) -> frozenset[str]:
+        """Users named in ITDR_APPROVERS plus the members of the user groups named there (cached 5 minutes)."""
+        users = {entry for entry in self.settings.approvers if not entry.startswith("S")}
+        for group in (entry for entry in self.settings.approvers if entry.startswith("S")):
+            members = await self.cache.get_json(f"usergroup:{group}")
+            if not isinstance(members, list):
+                members = await self.members_of(group)
+                await self.cache.set_json(f"usergroup:{group}", members, GROUP_TTL_SECONDS)
+            users.update(str(member) for member in members)
+        return frozenset(users)
+
+    # --- signed values ------------------------------------------------------------------------------
+
+    def button_value(self, request: ConsentRequest) -> str:
+        return self.signer.sign(_BUTTON, request.id)
+
+    def request_id(self, value: str | None) -> str:
+        """The request a button value names; BadSignature for a forged or edited value."""
+        return self.signer.verify(_BUTTON, value, 1)[0]
+
+    def consent_url(self, request: ConsentRequest) -> str | None:
+        """The admin-consent link for an approved request (None when no link is out)."""
+        if request.state is not ConsentState.approved or not request.link_nonce:
+            return None
+        query = {"client_id": self.settings.target_app_id,
+                 "state": self.signer.sign(_STATE, request.id, request.link_nonce)}
+        if self.settings.itdr_consent_redirect_uri is not None:
+            query["redirect_uri"] = str(self.settings.itdr_consent_redirect_uri)
+        return f"{self.settings.authority_host}/{request.tenant.id}/adminconsent?{urlencode(query)}"
+
+    # --- asking ---------------------------------------------------------------------------------
+
+    async def prepare(self, check: CheckRequest, requester: str, channel: str) -> Prepared:
+        """Check (or reuse the check of) the tenant and work out what to ask. Raises ConsentRefused."""
+        if not self.configured:
+            raise ConsentRefused(
+                "Consent requests need approvers: an operator sets ITDR_APPROVERS to the Slack user ids (U…) or "
+                "user-group ids (S…) allowed to approve, and ITDR_REQUIRED_APPROVALS (default 1).")
+        if self.readiness is None:
+            raise ConsentRefused("Consent requests need the readiness check, which is not configured here: an "
+                                 "operator sets ITDR_CLIENT_ID, ITDR_CLIENT_SECRET and ITDR_TARGET_APP_ID.")
+        tenant_id = await self._tenant_id(check)
+        existing = await self.store.open_for(tenant_id, check.version)
+        if existing is not None:
+            return Prepared(existing=await self._expire_if_due(existing))
+        report = await self.readiness.run(check)
+        if report.verdict is not Verdict.unknown and is_satisfied(self.catalog, report, check.version):
+            return Prepared(satisfied=report)
+        now = model.now_utc()
+        request = ConsentRequest(
+            id=model.new_request_id(),
+            tenant=TenantRef(id=tenant_id, domain=report.tenant.domain or (None if check.tenant.is_guid
+                                                                            else check.tenant.value),
+                             name=report.tenant.name),
+            version=check.version,
+            requester=requester,
+            channel=channel,
+            required_approvals=self.settings.itdr_required_approvals,
+            created_at=now,
+            expires_at=model.expiry(now, self.settings.itdr_consent_ttl_seconds),
+            ask=await self._ask(tenant_id, report, check.version),
+        )
+        return Prepared(request=request)
+
+    async def _tenant_id(self, check: CheckRequest) -> str:
+        """The tenant's GUID: the admin-consent callback returns it, and the request must know which to expect."""
+        assert self.readiness is not None
+        if check.tenant.is_guid:
+            return check.tenant.value
+        try:
+            resolved = await self.readiness.tokens.tenant_id(check.tenant)
+        except MicrosoftError as exc:
+            raise ConsentRefused(f"Cannot prepare a consent request: {exc.message}") from None
+        if resolved == check.tenant.value:
+            raise ConsentRefused(f"Microsoft did not say which tenant `{check.tenant.value}` is; use the tenant id.")
+        return resolved
+
+    async def _ask(self, tenant_id: str, report: Report, version: str) -> Ask:
+        wanted = {item.name for item in self.catalog.items_at(version)
+                  if self.settings.itdr_cpv_mode or not item.cpv_only}
+        status = {item.catalog_name: item.status for item in report.items if item.catalog_name}
+        granted = tuple(name for name in sorted(wanted) if status.get(name) is CheckStatus.passed)
+        asked = tuple(item.name for item in self.catalog.items_at(version)
+                      if item.name in wanted and item.name not in granted)
+        since = await self.store.last_approved(tenant_id) or report.satisfied_version
+        return Ask(since=since, asked=asked, granted=granted)
+
+    async def reserve(self, request: ConsentRequest) -> ConsentRequest | None:
+        """The open request already holding this tenant and revision, or None once this one holds it."""
+        existing = await self.store.reserve(request)
+        return await self._expire_if_due(existing) if existing is not None else None
+
+    async def publish(self, request: ConsentRequest, message_ts: str) -> ConsentRequest:
+        posted = request.model_copy(update={"message_ts": message_ts})
+        await self.store.save_new(posted)
+        return posted
+
+    async def release(self, request: ConsentRequest) -> None:
+        await self.store.release(request)
+
+    # --- deciding ----------------------------------------------------------------------------------
+
+    async def approve(self, request_id: str, actor: str) -> Outcome:
+        approvers = await self.approvers()
+        now = model.now_utc()
+        return await self.store.apply(request_id, lambda r: model.approve(r, actor, approvers=approvers, now=now),
+                                      "record the approval")
+
+    async def deny(self, request_id: str, actor: str, reason: str) -> Outcome:
+        approvers = await self.approvers()
+        now = model.now_utc()
+        return await self.store.apply(
+            request_id, lambda r: model.deny(r, actor, reason, approvers=approvers, now=now), "record the denial")
+
+    async def may_deny(self, request_id: str, actor: str) -> Outcome | None:
+        """Before the reason dialog opens: None when `actor` may deny the request now, else the refusal, recorded
+        (an expired request is expired on the way)."""
+        request = await self.store.get(request_id)
+        now = model.now_utc()
+        if request.expired_at(now) or request.state is not ConsentState.pending:
+            return await self.deny(request_id, actor, "")
+        if actor not in await self.approvers():
+            outcome = model.deny(request, actor, "", approvers=frozenset(), now=now)
+            await self.store.record_refusal(request, actor, "not an approver")
+            return outcome
+        return None
+
+    async def refuse_forged(self, channel: str, ts: str, actor: str) -> None:
+        """A button value we did not sign, clicked on a card we know: the attempt goes into that tenant's audit."""
+        request = await self.store.by_card(channel, ts)
+        if request is not None:
+            await self.store.record_refusal(request, actor, "forged or edited button value")
+        log.warning("consent button with a bad signature from %s", actor)
+
+    async def verify(self, request_id: str, actor: str) -> Verification:
+        """A fresh readiness check; the request becomes verified when the tenant grants the revision."""
+        assert self.readiness is not None
+        request = await self.store.get(request_id)
+        self.readiness.tokens.forget(request.tenant.id)  # right after consent, a cached refusal must not stand
+        report = await self.readiness.run(CheckRequest(parse_tenant(request.tenant.id), request.version), fresh=True)
+        satisfied = is_satisfied(self.catalog, report, request.version)
+        missing = tuple(name for names in report.missing.values() for name in names)
+        now = model.now_utc()
+        outcome = await self.store.apply(request_id, lambda r: model.verified(
+            r, actor, satisfied=satisfied, verdict=report.verdict.value, missing=missing, now=now),
+            "record the verification")
+        return Verification(outcome, report)
+
+    async def callback(
+        self, state: str | None, tenant: str | None, error: str | None, description: str | None
+    ) -> Outcome:
+        """Microsoft's redirect after the admin's decision. Raises BadSignature for a state we did not issue and
+        UnknownRequest for a request that does not exist."""
+        request_id, nonce = self.signer.verify(_STATE, state, 2)
+        now = model.now_utc()
+        return await self.store.apply(request_id, lambda r: model.callback(
+            r, nonce=nonce, tenant=tenant, error=error, description=description, now=now), "record the callback")
+
+    # --- time and reading --------------------------------------------------------------------------
+
+    async def _expire_if_due(self, request: ConsentRequest) -> ConsentRequest:
+        if not request.expired_at(model.now_utc()):
+            return request
+        return (await self.expire(request.id)).request
+
+    async def expire(self, request_id: str) -> Outcome:
+        now = model.now_utc()
+        return await self.store.apply(request_id, lambda r: model.expire(r, now=now), "record the expiry")
+
+    async def expire_due(self, now: datetime | None = None) -> list[Outcome]:
+        """Expire every open request past its time (each exactly once, however many callers run this)."""
+        outcomes = []
+        for request_id in await self.store.due(now or model.now_utc()):
+            try:
+                outcome = await self.expire(request_id)
+            except UnknownRequest:
+                continue
+            if outcome.changed:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def audit(self, tenant: str, *, newest: int | None = None) -> list[AuditRecord]:
+        """A tenant's audit trail by id or by a domain used in one of its requests."""
+        ref = parse_tenant(tenant)
+        tenant_id = ref.value if ref.is_guid else await self.store.resolve_alias(ref.value) or ref.value
+        return await self.store.audit(tenant_id, newest=newest)
+
+
+__all__ = ["BadSignature", "ConsentRefused", "ConsentService", "Prepared", "UnknownRequest", "Verification"]

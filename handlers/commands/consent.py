@@ -1,0 +1,88 @@
+"""`/itdr consent TENANT [vN]` and `/itdr audit TENANT`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.consent.service import ConsentRefused, ConsentService
+from bot.microsoft.errors import InvalidTenant
+from bot.readiness.service import ReadinessService
+from handlers.blocks.answers import notice_message
+from handlers.blocks.consent import audit_message
+from handlers.cards import CannotPost, post_card
+from handlers.payloads import AnswerRequest
+from handlers.router import prepare_check
+
+AUDIT_ENTRIES = 20
+
+
+def _permalink(channel: str, ts: str | None) -> str:
+    return f"https://slack.com/archives/{channel}/p{(ts or '').replace('.', '')}"
+
+
+async def request_consent(
+    ack: AsyncAck, respond: AsyncRespond, client: AsyncWebClient, command: dict[str, Any],
+    consent: ConsentService, readiness: ReadinessService | None, request: AnswerRequest,
+) -> None:
+    """Check the tenant, then post one consent card in the channel (or point at the open one)."""
+    check = prepare_check(readiness, request)
+    if isinstance(check, str):
+        await ack(**notice_message(check).to_ack())
+        return
+    if not consent.configured:
+        await ack(**notice_message(
+            "Consent requests need approvers: an operator sets ITDR_APPROVERS to the Slack user ids (U…) or "
+            "user-group ids (S…) allowed to approve, and ITDR_REQUIRED_APPROVALS (default 1).").to_ack())
+        return
+    await ack(**notice_message(f":hourglass_flowing_sand: Preparing the consent request for `{check.tenant.value}` "
+                               f"({check.version}): checking what the tenant has…").to_ack())
+    try:
+        prepared = await consent.prepare(check, command["user_id"], command["channel_id"])
+    except ConsentRefused as exc:
+        await respond(**notice_message(str(exc)).to_response())
+        return
+    if prepared.satisfied is not None:
+        have = prepared.satisfied.satisfied_version
+        await respond(**notice_message(
+            f"{prepared.satisfied.tenant.domain or check.tenant.value} already grants everything {check.version} "
+            f"asks for (fully satisfies {have}): no consent is needed.").to_response())
+        return
+    existing = prepared.existing
+    new = prepared.request
+    if existing is None and new is not None:
+        existing = await consent.reserve(new)
+        if existing is None:
+            try:
+                ts = await post_card(client, consent, new)
+            except CannotPost as exc:
+                await consent.release(new)
+                await respond(**notice_message(str(exc)).to_response())
+                return
+            await consent.publish(new, ts)
+            await respond(**notice_message(
+                f"Posted the consent request for {new.tenant.label} ({new.version}) in this channel; it needs "
+                f"{new.required_approvals} approval{'s' if new.required_approvals != 1 else ''}.").to_response())
+            return
+    assert existing is not None
+    if existing.state.open:
+        await respond(**notice_message(
+            f"A consent request for {existing.tenant.label} ({existing.version}) is already open: "
+            f"{_permalink(existing.channel, existing.message_ts)}").to_response())
+    else:
+        await respond(**notice_message(f"The last request for {existing.tenant.label} has {existing.state.value}; "
+                                       "ask again to open a new one.").to_response())
+
+
+async def show_audit(ack: AsyncAck, consent: ConsentService, request: AnswerRequest) -> None:
+    """The latest audit entries of a tenant, privately."""
+    tenant = request.args[0] if request.args else ""
+    try:
+        records = await consent.audit(tenant, newest=AUDIT_ENTRIES)
+    except InvalidTenant as exc:
+        await ack(**notice_message(exc.message).to_ack())
+        return
+    await ack(**audit_message(tenant, records).to_ack())

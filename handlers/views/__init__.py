@@ -1,0 +1,15 @@
+"""Dialog (view) submission listeners."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from handlers.ids import ViewId
+from handlers.views.consent_deny import handle_consent_deny_submission
+
+LISTENERS = {ViewId.CONSENT_DENY: handle_consent_deny_submission}
+
+
+def register(app: AsyncApp) -> None:
+    for callback_id, listener in LISTENERS.items():
+        app.view(callback_id.value)(listener)
