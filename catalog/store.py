@@ -97,6 +97,10 @@ class Catalog:
                 if name != item.name:
                     self._alias_of[key] = name
         self._choices = {name: item for item in items for name in (item.name, *item.aliases)}
+        # Every name and alias in the two forms `suggest` scores, prepared once instead of on every typo.
+        self._choice_items = list(self._choices.values())
+        self._choices_lower = [name.lower() for name in self._choices]
+        self._choices_compact = [_compact(name) for name in self._choices]
         self._search_fields = {item.name: _search_fields(item) for item in items}
         self._membership = self._replay()
 
@@ -121,15 +125,20 @@ class Catalog:
         return Lookup(query=query, item=None, suggestions=tuple(self.suggest(query)))
 
     def suggest(self, query: str, limit: int = MAX_SUGGESTIONS) -> list[Item]:
+        """Up to `limit` items whose names or aliases are close to `query`: the best of a WRatio score on the
+        lower-cased, abbreviation-expanded text and a plain ratio on the compact form, at least
+        SUGGESTION_CUTOFF, best first (ties by name)."""
         query = normalize(query)
-        expanded = _expand(query)
         scored: dict[str, float] = {}
-        for scorer, text in ((fuzz.WRatio, expanded), (fuzz.ratio, _compact(query))):
-            processor = (lambda s: s.lower()) if scorer is fuzz.WRatio else _compact
-            for choice, score, _ in process.extract(
-                text, self._choices.keys(), scorer=scorer, processor=processor, limit=limit * 3
+        for scorer, text, choices in (
+            (fuzz.WRatio, _expand(query).lower(), self._choices_lower),
+            (fuzz.ratio, _compact(query), self._choices_compact),
+        ):
+            # Scores below the cutoff are dropped below anyway; skipping them early changes nothing.
+            for _, score, index in process.extract(
+                text, choices, scorer=scorer, limit=limit * 3, score_cutoff=SUGGESTION_CUTOFF
             ):
-                name = self._choices[choice].name
+                name = self._choice_items[index].name
                 scored[name] = max(scored.get(name, 0.0), score)
         ranked = sorted(
             (name for name, score in scored.items() if score >= SUGGESTION_CUTOFF),

@@ -34,7 +34,7 @@ def clean(text: str) -> str:
     User text echoed into an answer (a query, a tenant name) must not carry terminal escapes (`\\x1b[31m`) or
     bidi overrides (U+202E) that reorder what readers see. Every text the primitives below put into a block,
     and every message's fallback text, goes through here."""
-    if all(line.isprintable() for line in text.split("\n")):  # fast path: the usual case
+    if text.isprintable() or all(line.isprintable() for line in text.split("\n")):  # fast paths: the usual cases
         return text
     return "".join(char for char in text if char in "\n\t" or unicodedata.category(char) not in _INVISIBLE)
 
