@@ -149,6 +149,40 @@ NOT_CONFIGURED = ("the tenant readiness check is not configured: set ITDR_CLIENT
                   "ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID (see README, 'Tenant readiness check').")
 
 
+def cmd_audit(args: argparse.Namespace, catalog: Catalog) -> int:
+    """A tenant's consent audit trail, oldest first."""
+    import asyncio
+
+    from bot.cli_slack import settings_for
+    from bot.consent.store import AuditRecord
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.tenant import parse_tenant
+    from bot.runtime import Runtime
+    from bot.settings import Mode
+    from bot.store import StateUnavailable
+
+    try:
+        parse_tenant(args.tenant)
+    except InvalidTenant as exc:
+        return _usage_error(args, exc.message)
+    settings = settings_for(Mode.CLI)
+    if settings is None:
+        return EXIT_USAGE
+
+    async def read() -> list[AuditRecord]:
+        async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:
+            return await runtime.consent.audit(args.tenant)
+
+    try:
+        records = asyncio.run(read())
+    except StateUnavailable as exc:
+        return _usage_error(args, str(exc))
+    _emit(args, [record.to_json() for record in records], lambda: "\n".join(
+        f"{r.at}  {r.action:<16} {r.actor:<24} {r.request_id}  {r.detail}" for r in records
+    ) or f"No consent activity is recorded for {args.tenant}.")
+    return EXIT_OK
+
+
 def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
     """The main job: the Slack bot when Slack tokens are set, the console (same app, in the terminal) otherwise."""
     from bot.cli_slack import start_main_job
@@ -195,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--version", help="catalog revision to check against (default: latest)")
     check.add_argument("--fresh", action="store_true", help="ignore the cached result and ask Microsoft again")
     check.set_defaults(handler=cmd_check)
+
+    audit = sub.add_parser("audit", parents=[common], help="a tenant's consent audit trail, oldest first")
+    audit.add_argument("tenant", help="tenant id (GUID) or a domain used in one of its consent requests")
+    audit.set_defaults(handler=cmd_audit)
 
     start = sub.add_parser(
         "start", help="run the bot (Slack tokens set) or the console (no tokens); what ./run does"

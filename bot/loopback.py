@@ -22,6 +22,8 @@ _JSON_FIELDS = ("blocks", "view", "attachments")
 async def parse_body(request: web.Request) -> dict[str, Any]:
     """A Web API or response_url body, JSON or form-encoded, with JSON-valued fields decoded."""
     raw = await request.text()
+    if request.method == "GET":  # a few Web API methods are called with GET and a query string
+        return dict(request.query)
     if not raw:
         return {}
     if request.content_type == "application/json":
@@ -49,6 +51,7 @@ class LocalSlack:
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self.web_api)
+        app.router.add_get("/api/{method}", self.web_api)
         app.router.add_post("/response/{rid}", self.response)
 
     async def start(self) -> LocalSlack:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -39,6 +39,7 @@ class Call:
     path: str = ""
     status: int = 200
     ok: bool = True
+    response: dict[str, Any] = field(default_factory=dict)  # what the fake answered (a message's ts, ...)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class FakeSlack(LocalSlack):
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._socket_connected = asyncio.Event()
+        self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list answers, by group id
 
     # ----------------
     #  lifecycle
@@ -192,8 +194,9 @@ class FakeSlack(LocalSlack):
             call.ok = False
             await self._record(call)
             return web.json_response({"ok": False, "error": "invalid_blocks", "errors": problems})
+        call.response = self.answer(method, args)
         await self._record(call)
-        return web.json_response(self.answer(method, args))
+        return web.json_response(call.response)
 
     def _check(self, method: str, args: dict[str, Any]) -> list[str]:
         if method.startswith("chat."):
@@ -204,6 +207,14 @@ class FakeSlack(LocalSlack):
             return []
         self.violations += [f"{method}: {p}" for p in problems]
         return problems
+
+    def answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "usergroups.users.list":
+            group = str(args.get("usergroup"))
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[group]}
+        return super().answer(method, args)
 
     # ----------------
     #  response_url

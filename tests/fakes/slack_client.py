@@ -180,6 +180,30 @@ class SlackSim:
         response = await self.post(body, content_type="application/x-www-form-urlencoded", **sign)
         return response, payload
 
+    def view_submission_payload(
+        self, view: dict[str, Any], values: dict[str, dict[str, dict[str, Any]]], *, user: str = "U111"
+    ) -> dict[str, Any]:
+        """A `view_submission` of `view` (as the app opened it) with the typed input `values`."""
+        return {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "fake-msp"},
+            "user": {"id": user, "username": "engineer", "team_id": TEAM_ID},
+            "api_app_id": "A111",
+            "token": "legacy-verification-token",
+            "trigger_id": self._next("333.333.trigger"),
+            "view": view | {"id": "V" + self._next(""), "team_id": TEAM_ID, "state": {"values": values},
+                            "hash": "1.abc", "app_id": "A111", "bot_id": "B999"},
+            "response_urls": [],
+        }
+
+    async def submit(
+        self, view: dict[str, Any], values: dict[str, dict[str, dict[str, Any]]], **kwargs: Any
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        payload = self.view_submission_payload(view, values, **kwargs)
+        response = await self.post(urlencode({"payload": json.dumps(payload)}),
+                                   content_type="application/x-www-form-urlencoded")
+        return response, payload
+
     async def event(
         self, event: dict[str, Any], *, event_id: str | None = None, **sign: Any
     ) -> tuple[httpx.Response, dict[str, Any]]:
