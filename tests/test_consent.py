@@ -432,3 +432,43 @@ async def test_itdr_audit_json_prints_the_trail_oldest_first(
     assert entries[0]["actor"] == REQUESTER and entries[1]["actor"] == APPROVER
     assert {e["tenant"] for e in entries} == {tenant.tenant_id}
     assert entries[0]["at"] <= entries[1]["at"] <= entries[2]["at"]
+
+
+async def test_two_servers_behind_one_load_balancer_behave_as_one(
+    consent: Consent, microsoft: FakeMicrosoft, fake_slack: FakeSlack
+) -> None:
+    other = consent.serve(**consent.settings)  # a second `itdr serve` on the same Redis
+    tenant = tenant_at(microsoft, "v5")
+    await consent.ask(f"consent {tenant.tenant_id}")
+    card = await consent.card()
+    consent.slack.app_url = other.events_url  # the balancer sends the click to the other process
+    await consent.click(card, "consent-approve", user=APPROVER)
+    approved = await consent.card(count=2)
+    state = parse_qs(urlsplit(grant_url(approved)).query)["state"][0]
+    grant(tenant, "v6")
+    page = await consent.slack.http.get(other.url + "/consent/callback",
+                                        params={"admin_consent": "True", "tenant": tenant.tenant_id, "state": state})
+    assert page.status_code == 200
+    replay = await consent.callback(admin_consent="True", tenant=tenant.tenant_id, state=state)  # the first one
+    assert replay.status_code == 400
+
+
+async def test_a_redis_without_persistence_is_warned_about_at_start(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.runtime import Runtime
+    from bot.settings import Mode, load_settings
+
+    probe = aioredis.Redis.from_url(redis_url)
+    try:
+        persistent = (await probe.config_get("appendonly")).get("appendonly") == "yes" or bool(
+            (await probe.config_get("save")).get("save"))
+    finally:
+        await probe.aclose()
+    if persistent:
+        pytest.skip("this Redis keeps data on disk; the warning is for one that does not")
+    settings = load_settings(_env_file=None, slack_bot_token="xoxb-t", slack_signing_secret="s", redis_url=redis_url,
+                             redis_prefix=redis_prefix)
+    async with Runtime.open(settings, Mode.HTTP):
+        pass
+    assert any("neither AOF nor RDB" in record.getMessage() for record in caplog.records)
