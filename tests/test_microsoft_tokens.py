@@ -134,17 +134,39 @@ async def test_each_tenant_gets_its_own_authority(ms: MicrosoftClients, fake: Fa
     assert not fake.recorded("login", path="discovery/instance")
 
 
-async def test_lru_bounds_the_number_of_msal_apps(fake: FakeMicrosoft) -> None:
+async def test_few_msal_apps_serve_many_tenants_without_rediscovery(fake: FakeMicrosoft) -> None:
     fake.clear()
     provider = TokenProvider(fake.settings(), max_apps=1)
     try:
+        first = await provider.get_token(TENANT_A, "graph")
+        await provider.get_token(TENANT_B, "graph")  # A's msal app is evicted
+        assert await provider.get_token(TENANT_A, "graph") == first  # its token is still good: no request
+        provider.forget(TENANT_A)  # e.g. right after consent: a new token must carry the new roles
         await provider.get_token(TENANT_A, "graph")
-        await provider.get_token(TENANT_B, "graph")
-        await provider.get_token(TENANT_A, "graph")  # evicted, so discovered and requested again
     finally:
         provider.close()
-    assert len(fake.recorded("login", path="openid-configuration")) == 3
+    # The app is rebuilt from the cached discovery document: one discovery per tenant, however often evicted.
+    assert len(fake.recorded("login", path="openid-configuration")) == 2
     assert len(fake.token_requests()) == 3
+
+
+async def test_a_warm_token_stays_on_the_event_loop(fake: FakeMicrosoft, monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = TokenProvider(fake.settings())
+    try:
+        await provider.get_token(TENANT_A, "graph")
+        hops: list[object] = []
+        real = asyncio.to_thread
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            hops.append(args[0])
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(asyncio, "to_thread", counting)
+        for _ in range(100):
+            await provider.get_token(TENANT_A, "graph")
+        assert hops == [], "a cached token costs no thread hop"
+    finally:
+        provider.close()
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class MicrosoftClients:
         retry_policy: RetryPolicy | None = None,
         tokens: TokenProvider | None = None,
         http_client: httpx.AsyncClient | None = None,
-        max_apps: int = 2048,
+        max_apps: int = 512,
     ) -> None:
         self.settings = settings
         self.tokens = tokens or TokenProvider(settings, max_apps=max_apps)

@@ -1,8 +1,8 @@
-"""App-only tokens from Entra ID via msal, one ConfidentialClientApplication per tenant.
+"""App-only tokens from Entra ID via msal, one ConfidentialClientApplication per tenant (a bounded few at once).
 
-msal is synchronous, so every call that may touch the network runs in a worker thread. Since
-msal 1.23 acquire_token_for_client() is cache-first and refreshes on its own, so we do not keep
-a second token cache; we only make sure one tenant+resource never has two token requests in flight.
+msal is synchronous, so every call that may touch the network runs in a worker thread; a token still valid is
+answered from a map on the event loop without one (a thread hop costs about 100 µs, a check needs several tokens).
+One tenant+resource never has two token requests in flight.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
 import logging
 import re
+import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -25,6 +28,7 @@ import requests.adapters
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from bot.logging import redact, register_secrets
 from bot.microsoft.errors import (
     AppNotInTenant,
     BadClientSecret,
@@ -40,9 +44,6 @@ from bot.microsoft.tenant import TenantRef, is_guid, parse_tenant
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-
 
 class Resource(StrEnum):
     GRAPH = "graph"
@@ -146,10 +147,81 @@ def _shared_session(timeout: float) -> requests.Session:
     return session
 
 
-class TokenProvider:
-    """Tokens for (tenant, resource), one msal app per tenant kept in a bounded LRU."""
+class _Discovered:
+    """A response msal accepts (oauth2cli/http.py) for a discovery document we already have."""
 
-    def __init__(self, settings: Settings, *, max_apps: int = 2048) -> None:
+    status_code = 200
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.headers: dict[str, str] = {}
+
+    def raise_for_status(self) -> None:
+        return None
+
+
+class LoginHttp:
+    """msal's http_client for every tenant: OIDC discovery answered from one process-wide cache (a day, 50,000
+    tenants), everything else through the shared Session.
+
+    An msal app costs a discovery GET to build; with its document cached here, an app evicted from the small app
+    cache is rebuilt with no network at all. msal's own `http_cache` cannot be shared across apps (its index lives
+    inside the dict, capped at 1,024 entries, and breaks under threads), so each app keeps its own for msal's
+    throttling of errors.
+    """
+
+    _DISCOVERY = re.compile(r"https?://[^/]+/([^/]+)/v2\.0/\.well-known/openid-configuration")
+    _FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "device_authorization_endpoint")
+
+    def __init__(self, session: requests.Session, *, ttl: float = 86400, max_entries: int = 50_000) -> None:
+        self._session = session
+        self._ttl = ttl
+        self._max = max_entries
+        self._documents: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()  # msal calls this from worker threads
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        if params is None and self._DISCOVERY.fullmatch(url):
+            with self._lock:
+                cached = self._documents.get(url)
+            if cached is not None and time.time() - cached[1] < self._ttl:
+                return _Discovered(cached[0])
+            response = self._session.get(url, headers=headers, **kwargs)
+            if response.status_code == 200:
+                document = response.json()
+                kept = json.dumps({key: document[key] for key in self._FIELDS if key in document})
+                with self._lock:
+                    self._documents[url] = (kept, time.time())
+                    self._documents.move_to_end(url)
+                    while len(self._documents) > self._max:
+                        self._documents.popitem(last=False)
+            return response
+        return self._session.get(url, params=params, headers=headers, **kwargs)
+
+    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        return self._session.post(url, params=params, data=data, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+#: msal treats an access token with less than 5 minutes left as expired; so does the token map.
+EXPIRY_MARGIN_SECONDS = 300
+MAX_TOKENS = 40_000  # (tenant, resource) pairs kept in the token map: 20,000 tenants with two resources
+
+
+class TokenProvider:
+    """App-only tokens for (tenant, resource).
+
+    Three layers, so thousands of tenants stay cheap:
+    - a token map on the event loop, (tenant, scope) → (token, use until): a warm check never leaves the loop;
+    - a small LRU of msal apps (one per tenant, as msal needs an authority per tenant), each with its own token
+      cache, dropped with it;
+    - OIDC discovery documents in `LoginHttp`, so rebuilding an evicted app needs no network.
+    A tenant costs at most one discovery a day and one token request per resource per token lifetime.
+    """
+
+    def __init__(self, settings: Settings, *, max_apps: int = 512) -> None:
         if not settings.itdr_client_id:
             raise ConfigurationError("ITDR_CLIENT_ID is not set.")
         if not settings.itdr_client_secret and not settings.itdr_client_certificate:
@@ -158,12 +230,14 @@ class TokenProvider:
         self._client_id = settings.itdr_client_id
         self._max_apps = max_apps
         self._apps: OrderedDict[str, msal.ConfidentialClientApplication] = OrderedDict()
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._guids: OrderedDict[str, str] = OrderedDict()  # domain → tenant GUID, from discovery
         # Weak values: a lock lives only while someone waits on it, so the map cannot grow forever.
         self._locks: weakref.WeakValueDictionary[Hashable, asyncio.Lock] = weakref.WeakValueDictionary()
         self._credential: str | dict[str, str] | None = None
         self._secret = settings.itdr_client_secret.get_secret_value() if settings.itdr_client_secret else None
-        self._session = _shared_session(settings.itdr_http_timeout_seconds)
-        self.token_requests = 0  # tokens fetched from Entra (not served from msal's cache)
+        register_secrets([self._secret])  # msal's errors can quote what it sent
+        self._http = LoginHttp(_shared_session(settings.itdr_http_timeout_seconds))
 
     # -- public API ------------------------------------------------------------------------
 
@@ -173,20 +247,25 @@ class TokenProvider:
     async def get_token(self, tenant: TenantRef | str, resource: Resource | str) -> str:
         """An access token for the resource in the tenant. Raises a TokenError subclass."""
         ref = parse_tenant(tenant)
-        scope = self.scope(resource)
-        async with self._lock(("token", ref.value, scope)):
+        key = (self._guids.get(ref.value, ref.value), self.scope(resource))
+        if (token := self._valid(key)) is not None:
+            return token
+        async with self._lock(("token", *key)):
+            if (token := self._valid(key)) is not None:  # another caller just fetched it
+                return token
             app = await self._app(ref)
             try:
-                result: dict[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[scope])
+                result: dict[str, Any] = await asyncio.to_thread(app.acquire_token_for_client, scopes=[key[1]])
             except requests.RequestException as exc:
                 raise TransportError(
                     f"login: network error while getting a token ({type(exc).__name__})", service="login"
                 ) from None
         if result and "access_token" in result:
             if result.get("token_source") != "cache":
-                self.token_requests += 1
                 record_token_request()
-            return str(result["access_token"])
+            token = str(result["access_token"])
+            self._remember(key, token, float(result.get("expires_in") or 0))
+            return token
         raise self._token_error(result or {}, ref)
 
     async def tenant_id(self, tenant: TenantRef | str) -> str:
@@ -194,19 +273,39 @@ class TokenProvider:
         ref = parse_tenant(tenant)
         if ref.is_guid:
             return ref.value
-        app = await self._app(ref)
-        resolved = str(app.authority.tenant).lower()
-        return resolved if is_guid(resolved) else ref.value
+        if ref.value not in self._guids:
+            await self._app(ref)
+        return self._guids.get(ref.value, ref.value)
 
     def forget(self, tenant: TenantRef | str) -> None:
-        """Drop a tenant's msal app, e.g. right after consent: msal caches HTTP 400 errors for 60 s."""
-        self._apps.pop(parse_tenant(tenant).value, None)
+        """Drop a tenant's msal app and tokens, e.g. right after consent: msal caches HTTP 400 errors for 60 s,
+        and a token issued before the consent does not carry the new roles."""
+        ref = parse_tenant(tenant)
+        names = {ref.value, self._guids.get(ref.value, ref.value)}
+        for name in names:
+            self._apps.pop(name, None)
+        for key in [key for key in self._tokens if key[0] in names]:
+            del self._tokens[key]
 
     def close(self) -> None:
         self._apps.clear()
-        self._session.close()
+        self._tokens.clear()
+        self._http.close()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _valid(self, key: tuple[str, str]) -> str | None:
+        entry = self._tokens.get(key)
+        return entry[0] if entry is not None and entry[1] > time.time() else None
+
+    def _remember(self, key: tuple[str, str], token: str, expires_in: float) -> None:
+        self._tokens[key] = (token, time.time() + expires_in - EXPIRY_MARGIN_SECONDS)
+        if len(self._tokens) > MAX_TOKENS:
+            now = time.time()
+            for stale in [k for k, (_, until) in self._tokens.items() if until <= now]:
+                del self._tokens[stale]
+            while len(self._tokens) > MAX_TOKENS:  # still full of live tokens: the oldest go first
+                del self._tokens[next(iter(self._tokens))]
 
     def _lock(self, key: Hashable) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -215,26 +314,25 @@ class TokenProvider:
             self._locks[key] = lock
         return lock
 
-    def _redact(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
-
     async def _app(self, ref: TenantRef) -> msal.ConfidentialClientApplication:
-        app = self._apps.get(ref.value)
+        name = self._guids.get(ref.value, ref.value)
+        app = self._apps.get(name)
         if app is not None:
-            self._apps.move_to_end(ref.value)
+            self._apps.move_to_end(name)
             return app
         async with self._lock(("app", ref.value)):
-            app = self._apps.get(ref.value)
+            app = self._apps.get(name)
             if app is None:
                 app = await asyncio.to_thread(self._build_app, ref)
-                self._apps[ref.value] = app
-                # Discovery told us the GUID behind a domain: reuse this app (and its cached
-                # tokens) when the same tenant is later addressed by GUID.
+                # Discovery told us the GUID behind a domain: the same tenant addressed by GUID shares the app
+                # and its tokens.
                 resolved = str(app.authority.tenant).lower()
                 if not ref.is_guid and is_guid(resolved):
-                    self._apps.setdefault(resolved, app)
+                    self._guids[ref.value] = resolved
+                    while len(self._guids) > MAX_TOKENS:
+                        self._guids.popitem(last=False)
+                    name = resolved
+                self._apps[name] = app
                 while len(self._apps) > self._max_apps:
                     self._apps.popitem(last=False)
             return app
@@ -248,35 +346,33 @@ class TokenProvider:
         return self._credential
 
     def _build_app(self, ref: TenantRef) -> msal.ConfidentialClientApplication:
-        """Runs in a worker thread: the constructor does OIDC discovery over the network."""
+        """Runs in a worker thread: the constructor does OIDC discovery (over the network the first time a day)."""
         host = self._settings.authority_host
-        kwargs: dict[str, Any] = {}
-        if host.lower() != DEFAULT_AUTHORITY_HOST:
-            # msal would otherwise validate unknown hosts against login.microsoftonline.com.
-            kwargs["instance_discovery"] = False
         credential = self._client_credential()
         try:
             return msal.ConfidentialClientApplication(
                 self._client_id,
                 client_credential=credential,
                 authority=f"{host}/{ref.value}",
-                http_client=self._session,
+                http_client=self._http,
                 token_cache=msal.TokenCache(),
-                **kwargs,
+                # Never ask login.microsoftonline.com which hosts exist: ours is configured, and msal would ask
+                # again on each app's first token error (an unconsented tenant) otherwise.
+                instance_discovery=False,
             )
         except ValueError as exc:
             text = str(exc)
             if "authority" in text.lower() or "OIDC Discovery" in text or "AADSTS90002" in text:
                 cls, template = _AADSTS[90002]
                 raise cls(template.format(tenant=ref.value), tenant=ref.value, aadsts=90002) from None
-            raise ConfigurationError(f"msal rejected our configuration: {self._redact(text)[:200]}") from None
+            raise ConfigurationError(f"msal rejected our configuration: {redact(text)[:200]}") from None
         except requests.RequestException as exc:
             raise TransportError(
                 f"login: network error during tenant discovery ({type(exc).__name__})", service="login"
             ) from None
 
     def _token_error(self, result: dict[str, Any], ref: TenantRef) -> TokenError:
-        description = self._redact(str(result.get("error_description") or ""))
+        description = redact(str(result.get("error_description") or ""))
         codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
         codes += [int(c) for c in _AADSTS_IN_TEXT.findall(description)]
         error = str(result.get("error") or "unknown_error")
