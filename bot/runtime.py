@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent.service import ConsentService
 from bot.consent.signing import Signer
 from bot.consent.store import ConsentStore
+from bot.readiness.limits import CheckLimits
 from bot.readiness.service import ReadinessService
 from bot.settings import Mode, Settings
 from bot.store import Cache, EmbeddedRedis, RedisConnections, State
@@ -64,7 +65,7 @@ class Runtime:
         *,
         catalog: Catalog | None = None,
         slack_token: str | None = None,
-        readiness: Callable[[Settings, Catalog, Cache], ReadinessService | None] | None = None,
+        readiness: Callable[[Settings, Catalog, RedisConnections], ReadinessService | None] | None = None,
     ) -> AsyncIterator[Runtime]:
         """Open everything `mode` needs; on exit close it all, in reverse order, whatever happened.
 
@@ -85,7 +86,7 @@ class Runtime:
             http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
             stack.push_async_callback(http.close)
             build = readiness or _build_readiness
-            service = build(settings, catalog, redis.cache)
+            service = build(settings, catalog, redis)
             if service is not None:
                 stack.push_async_callback(service.aclose)
             slack = slack_client(settings, http, token=slack_token)
@@ -110,8 +111,12 @@ async def _warn_without_persistence(state: State) -> None:
                     "and watched tenants are lost if it restarts. Turn on appendonly or save in its configuration.")
 
 
-def _build_readiness(settings: Settings, catalog: Catalog, cache: Cache) -> ReadinessService | None:
-    return ReadinessService(settings, catalog, cache=cache) if settings.readiness_configured else None
+def _build_readiness(settings: Settings, catalog: Catalog, redis: RedisConnections) -> ReadinessService | None:
+    if not settings.readiness_configured:
+        return None
+    limits = CheckLimits(redis.cache.client, settings.redis_prefix,
+                         exchange_concurrency=settings.itdr_exchange_concurrency)
+    return ReadinessService(settings, catalog, cache=redis.cache, limits=limits)
 
 
 def slack_client(settings: Settings, session: aiohttp.ClientSession, *, token: str | None = None) -> AsyncWebClient:

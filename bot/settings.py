@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # One overall deadline per check: a Microsoft host that accepts connections but never answers must not
     # hold an engineer (or a sweep job) for minutes.
     itdr_check_deadline_seconds: float = Field(default=45.0, gt=0, le=600)
+    # Checks running their Exchange cmdlets at once, across every process and machine (held in Redis).
+    itdr_exchange_concurrency: int = Field(default=20, ge=1, le=500)
 
     # --- Consent ---------------------------------------------------------------------------------
     # Slack user ids (U…/W…) and user-group ids (S…), separated by commas or spaces.

@@ -8,6 +8,7 @@ app's object id is known (delegated grants filter on it) or when a tenant refuse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from bot.microsoft.errors import ApiError, MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.graph import GraphClient, SubRequest, SubResponse, odata_string
 from bot.microsoft.http import Priority, parse_retry_after
+from bot.readiness.limits import CheckLimits
 from bot.readiness.model import (
     ConditionalAccessPolicy,
     Reading,
@@ -78,6 +80,7 @@ class Collector:
         target_app_id: str,
         *,
         cache: Cache | None = None,
+        limits: CheckLimits | None = None,
         cpv_mode: bool = False,
         cache_scope: str = "",
     ) -> None:
@@ -86,6 +89,7 @@ class Collector:
         self.exchange = exchange
         self.target_app_id = target_app_id
         self.cache = cache
+        self.limits = limits
         self.cpv_mode = cpv_mode
         self.cache_scope = cache_scope  # e.g. the Graph host, so clouds never share cached ids
         self.resources = [
@@ -133,6 +137,8 @@ class Collector:
         if known_sp_id:
             batch_a.append(self._delegated(known_sp_id))
 
+        if self.limits is not None:  # the batch reads Conditional Access: one read a second per tenant
+            await self.limits.conditional_access(tenant_id)
         graph_result, exchange_result = await waves.run(graph.batch(batch_a), self._exchange(tenant_id))
         if isinstance(graph_result, BaseException):
             failed = _failed(graph_result, "Graph: ")
@@ -325,6 +331,10 @@ class Collector:
     # --- Exchange ---------------------------------------------------------------------------------
 
     async def _exchange(self, tenant_id: str) -> dict[str, Any]:
+        async with self.limits.exchange() if self.limits is not None else contextlib.nullcontext():
+            return await self._cmdlets(tenant_id)
+
+    async def _cmdlets(self, tenant_id: str) -> dict[str, Any]:
         audit, org, roles = await asyncio.gather(
             self.exchange.invoke(tenant_id, "Get-AdminAuditLogConfig", select=["UnifiedAuditLogIngestionEnabled"]),
             self.exchange.invoke(tenant_id, "Get-OrganizationConfig", select=["IsDehydrated"]),

@@ -149,6 +149,7 @@ def evaluate(
         verdict=verdict,
         items=items,
         retry_after=snapshot.retry_after,
+        app_object_id=sp.id if sp is not None else None,
     )
 
 

@@ -200,6 +200,8 @@ class Report(BaseModel):
     checked_at: str | None = None
     # Set when Microsoft throttled or was unavailable past our retries and said when to come back.
     retry_after: float | None = None
+    # The ITDR app's service principal in the tenant (its object id), when it was read.
+    app_object_id: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -24,6 +24,7 @@ from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource
 from bot.readiness.collect import Collector, WaveCounter
 from bot.readiness.evaluate import Remedies, evaluate
+from bot.readiness.limits import CheckLimits
 from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot, Verdict
 from bot.settings import Settings
 from bot.store import Cache
@@ -49,6 +50,7 @@ class ReadinessService:
         catalog: Catalog,
         *,
         cache: Cache | None = None,
+        limits: CheckLimits | None = None,
         clients: MicrosoftClients | None = None,
     ) -> None:
         self.settings = settings
@@ -67,6 +69,7 @@ class ReadinessService:
             self.clients.exchange,
             self.target_app_id,
             cache=cache,
+            limits=limits,
             cpv_mode=settings.itdr_cpv_mode,
             cache_scope=settings.graph_url.split("://", 1)[-1],
         )
