@@ -9,7 +9,7 @@ and consent services into every request's context (listeners take them as typed 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,8 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.models.attachments import Attachment
+from slack_sdk.models.blocks import Block
 from slack_sdk.webhook.async_client import AsyncWebhookClient, WebhookResponse
 
 from bot.runtime import Runtime
@@ -49,10 +51,29 @@ class PooledRespond(AsyncRespond):
         super().__init__(response_url=response_url)
         self._session = session
 
-    async def __call__(self, text: str | dict[str, Any] = "", **kwargs: Any) -> WebhookResponse:  # type: ignore[override]
+    async def __call__(
+        self,
+        text: str | dict[str, Any] = "",
+        blocks: Sequence[dict[str, Any] | Block] | None = None,
+        attachments: Sequence[dict[str, Any] | Attachment] | None = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+        delete_original: bool | None = None,
+        unfurl_links: bool | None = None,
+        unfurl_media: bool | None = None,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WebhookResponse:
         assert self.response_url is not None
         client = AsyncWebhookClient(url=self.response_url, session=self._session)
-        message = _build_message(**text) if isinstance(text, dict) else _build_message(text=text, **kwargs)
+        if isinstance(text, dict):  # a whole message, as Bolt's respond() takes it
+            message = _build_message(**text)
+        else:
+            message = _build_message(
+                text=text, blocks=blocks, attachments=attachments, response_type=response_type,
+                replace_original=replace_original, delete_original=delete_original, unfurl_links=unfurl_links,
+                unfurl_media=unfurl_media, thread_ts=thread_ts, metadata=metadata,
+            )
         return await client.send_dict(message)
 
 

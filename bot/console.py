@@ -286,7 +286,7 @@ class Prompt:
             except (EOFError, KeyboardInterrupt):
                 line = None
             loop = future.get_loop()
-            loop.call_soon_threadsafe(lambda f=future, value=line: f.done() or f.set_result(value))
+            loop.call_soon_threadsafe(_settle, future, line)
             if line is None:
                 return
 
@@ -298,6 +298,12 @@ class Prompt:
             if line is None:
                 return
             yield line
+
+
+def _settle(future: asyncio.Future[str | None], line: str | None) -> None:
+    """Hand a read line to the waiting prompt (on the event loop's thread), unless it gave up waiting."""
+    if not future.done():
+        future.set_result(line)
 
 
 async def run_console(

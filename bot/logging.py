@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 _TOKEN_RE = re.compile(r"\b(xox[abeposr]|xapp)-[0-9A-Za-z-]+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
@@ -57,7 +58,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", *, stream=None) -> None:
+def setup_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
     """Configure the root logger once: one stream handler with the redacting filter."""
     root = logging.getLogger()
     root.setLevel(level)

@@ -61,9 +61,9 @@ class LocalSlack:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # (host, port) of each listening socket
+        assert addresses
+        self.port = addresses[0][1]
         return self
 
     async def stop(self) -> None:

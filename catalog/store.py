@@ -23,6 +23,7 @@ from catalog.models import (
     Kind,
     Lookup,
     MicrosoftMeaning,
+    Privilege,
     Revision,
     Status,
 )
@@ -212,7 +213,7 @@ class Catalog:
 
     def required_resource_access(self, version: str | None = None) -> list[dict[str, Any]]:
         """Entra `requiredResourceAccess` for the permissions at a revision (roles are not part of it)."""
-        by_resource: dict[str, list[dict[str, str]]] = {}
+        by_resource: dict[str, list[dict[str, str | None]]] = {}
         for item in self.items_at(version or self.latest.version):
             if not item.is_permission or item.ids.resource_app_id is None:
                 continue
@@ -402,7 +403,7 @@ def build_catalog() -> Catalog:
                     capability=capability_of[name],
                     capability_title=capability["title"],
                     capability_summary=" ".join(capability["summary"].split()),
-                    privilege=privilege_of[name],
+                    privilege=Privilege(privilege_of[name]),
                 ),
                 discrepancies=tuple(discrepancies.get(name, ())),
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
@@ -27,6 +28,10 @@ from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentSt
 from bot.store import State
 
 RETENTION = timedelta(days=30)  # an expired or closed request stays readable this long
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class UnknownRequest(LookupError):
@@ -94,7 +99,7 @@ class ConsentStore:
         if request_id is None:
             return None
         try:
-            return await self.get(request_id.decode())
+            return await self.get(_text(request_id))
         except UnknownRequest:
             return None
 
@@ -104,7 +109,7 @@ class ConsentStore:
         if request_id is None:
             return None
         try:
-            request = await self.get(request_id.decode())
+            request = await self.get(_text(request_id))
         except UnknownRequest:
             return None
         return request if request.state.open else None
@@ -112,32 +117,34 @@ class ConsentStore:
     async def last_approved(self, tenant: str) -> str | None:
         async with self.state.guard("read the tenant's approvals") as redis:
             raw = await redis.get(self._approved(tenant))
-        return raw.decode() if raw else None
+        return _text(raw) if raw else None
 
     async def resolve_alias(self, domain: str) -> str | None:
         async with self.state.guard("read the audit trail") as redis:
             raw = await redis.get(self._alias(domain))
-        return raw.decode() if raw else None
+        return _text(raw) if raw else None
 
     async def due(self, now: datetime, limit: int = 500) -> list[str]:
         """Ids of open requests whose time has come."""
         async with self.state.guard("read the consent requests") as redis:
-            ids = await redis.zrangebyscore(self._due(), "-inf", now.timestamp(), start=0, num=limit)
-        return [raw.decode() for raw in ids]
+            # Without scores, redis-py returns the members alone (its annotation covers every variant).
+            ids = cast(list[bytes], await redis.zrangebyscore(self._due(), "-inf", now.timestamp(), start=0,
+                                                              num=limit))
+        return [_text(raw) for raw in ids]
 
     async def open_ids(self, limit: int = 1000) -> list[str]:
         async with self.state.guard("read the consent requests") as redis:
-            ids = await redis.zrange(self._due(), 0, limit - 1)
-        return [raw.decode() for raw in ids]
+            ids = cast(list[bytes], await redis.zrange(self._due(), 0, limit - 1))
+        return [_text(raw) for raw in ids]
 
     async def audit(self, tenant: str, *, newest: int | None = None) -> list[AuditRecord]:
         """The audit trail of a tenant, oldest first (the newest `newest` entries when given)."""
         async with self.state.guard("read the audit trail") as redis:
             if newest is None:
-                entries = await redis.xrange(self._audit(tenant))
+                entries = await redis.xrange(self._audit(tenant)) or []
             else:
-                entries = list(reversed(await redis.xrevrange(self._audit(tenant), count=newest)))
-        return [AuditRecord(**{key.decode(): value.decode() for key, value in fields.items()})
+                entries = list(reversed(await redis.xrevrange(self._audit(tenant), count=newest) or []))
+        return [AuditRecord(**{_text(key): _text(value) for key, value in (fields or {}).items()})
                 for _, fields in entries]
 
     # --- writes -------------------------------------------------------------------------------------
@@ -152,7 +159,7 @@ class ConsentStore:
                     await pipe.watch(key)
                     holder = await pipe.get(key)
                     if holder is not None:
-                        raw = await pipe.get(self._request(holder.decode()))
+                        raw = await pipe.get(self._request(_text(holder)))
                         existing = ConsentRequest.model_validate_json(raw) if raw else None
                         if existing is not None and existing.state.open:
                             await pipe.unwatch()
@@ -174,7 +181,7 @@ class ConsentStore:
                     await pipe.watch(key)
                     holder = await pipe.get(key)
                     pipe.multi()
-                    if holder is not None and holder.decode() == request.id:
+                    if holder is not None and _text(holder) == request.id:
                         pipe.delete(key)
                     await pipe.execute()
                     return

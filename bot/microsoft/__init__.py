@@ -39,7 +39,15 @@ from bot.microsoft.errors import (
 )
 from bot.microsoft.exchange import ExchangeClient
 from bot.microsoft.graph import GraphClient, SubRequest, SubResponse, odata_string
-from bot.microsoft.http import MicrosoftHttp, RetryPolicy, RoundTrips, Sleep, build_async_client, track_round_trips
+from bot.microsoft.http import (
+    MicrosoftHttp,
+    Priority,
+    RetryPolicy,
+    RoundTrips,
+    Sleep,
+    build_async_client,
+    track_round_trips,
+)
 from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource, TokenProvider
 from bot.settings import Settings
@@ -65,7 +73,7 @@ class MicrosoftClients:
         self.http = MicrosoftHttp(client, policy=retry_policy, sleep=sleep)
         self.exchange = ExchangeClient(self.http, self.tokens, settings)
 
-    def graph(self, tenant: TenantRef | str, *, priority: str | None = None, version: str = "v1.0") -> GraphClient:
+    def graph(self, tenant: TenantRef | str, *, priority: Priority | None = None, version: str = "v1.0") -> GraphClient:
         """A Graph client bound to one tenant; `priority` sets x-ms-throttle-priority (low/normal/high)."""
         return GraphClient(self.http, self.tokens, self.settings, tenant, priority=priority, version=version)
 

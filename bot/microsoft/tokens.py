@@ -113,7 +113,7 @@ def load_certificate_credential(path: Path) -> dict[str, str]:
         raise ConfigurationError(
             f"The client certificate file {path.name} could not be parsed (encrypted keys are not supported)."
         ) from None
-    if key.public_key().public_bytes(  # type: ignore[union-attr]
+    if key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise ConfigurationError(f"The private key in {path.name} does not belong to its certificate.")
@@ -323,10 +323,10 @@ class TokenProvider:
         async with self._lock(("app", ref.value)):
             app = self._apps.get(name)
             if app is None:
-                app = await asyncio.to_thread(self._build_app, ref)
+                app = built = await asyncio.to_thread(self._build_app, ref)
                 # Discovery told us the GUID behind a domain: the same tenant addressed by GUID shares the app
                 # and its tokens.
-                resolved = str(app.authority.tenant).lower()
+                resolved = str(built.authority.tenant).lower()
                 if not ref.is_guid and is_guid(resolved):
                     self._guids[ref.value] = resolved
                     while len(self._guids) > MAX_TOKENS:
@@ -387,14 +387,14 @@ class TokenProvider:
                 cls, template = _AADSTS[code]
                 message = f"{template.format(tenant=ref.value)} (AADSTS{code})"
                 return cls(message, aadsts=code, **common)
-        code = codes[0] if codes else None
+        first = codes[0] if codes else None
         # First sentence only: the rest is trace/correlation boilerplate.
         summary = description.split(". ")[0].split("\r\n")[0][:300] if description else error
         suffix = f" Correlation ID: {common['correlation_id']}." if common["correlation_id"] else ""
-        log.info("token error for %s: %s (%s)", ref.value, error, code)
+        log.info("token error for %s: %s (%s)", ref.value, error, first)
         return TokenError(
             f"Entra ID refused a token for tenant `{ref.value}`: {summary}.{suffix}",
-            aadsts=code,
+            aadsts=first,
             transient=error in _TRANSIENT_ERRORS,
             **common,
         )

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.microsoft.errors import ApiError, MicrosoftError
 from bot.microsoft.exchange import ExchangeClient
@@ -47,6 +47,17 @@ class WaveCounter:
 
 
 _COME_BACK_LATER = (429, 503)
+
+# A cmdlet's output objects, or why it could not be run.
+CmdletOutput = list[dict[str, Any]] | BaseException
+
+
+class ExchangeOutputs(NamedTuple):
+    """The three Exchange cmdlets of a check, run together."""
+
+    audit: CmdletOutput
+    org: CmdletOutput
+    roles: CmdletOutput
 
 
 def _describe(error: BaseException) -> str:
@@ -157,7 +168,9 @@ class Collector:
         sp = snapshot.service_principal.value
         if sp is None:
             return snapshot  # absent or unreadable: nothing is granted to check
-        by_sp = {key: responses[key] for key in ("grants", "roles", "delegated") if key in responses}
+        by_sp: dict[str, SubResponse] = {
+            key: responses[key] for key in ("grants", "roles", "delegated") if key in responses
+        }
         retry: list[SubRequest] = []
         if any(not by_sp[key].ok for key in ("grants", "roles")):
             # Should a tenant refuse the alternate-key form, ask again by object id.
@@ -330,26 +343,26 @@ class Collector:
 
     # --- Exchange ---------------------------------------------------------------------------------
 
-    async def _exchange(self, tenant_id: str) -> dict[str, Any]:
+    async def _exchange(self, tenant_id: str) -> ExchangeOutputs:
         async with self.limits.exchange() if self.limits is not None else contextlib.nullcontext():
             return await self._cmdlets(tenant_id)
 
-    async def _cmdlets(self, tenant_id: str) -> dict[str, Any]:
-        audit, org, roles = await asyncio.gather(
+    async def _cmdlets(self, tenant_id: str) -> ExchangeOutputs:
+        outputs = await asyncio.gather(
             self.exchange.invoke(tenant_id, "Get-AdminAuditLogConfig", select=["UnifiedAuditLogIngestionEnabled"]),
             self.exchange.invoke(tenant_id, "Get-OrganizationConfig", select=["IsDehydrated"]),
             self.exchange.invoke(tenant_id, "Get-ManagementRoleAssignment",
                                  {"RoleAssignee": ORG_MANAGEMENT, "Delegating": False}),
             return_exceptions=True,
         )
-        return {"audit": audit, "org": org, "roles": roles}
+        return ExchangeOutputs(*outputs)
 
     @staticmethod
-    def _apply_exchange(snapshot: TenantSnapshot, result: Any) -> None:
+    def _apply_exchange(snapshot: TenantSnapshot, result: ExchangeOutputs | BaseException) -> None:
         if isinstance(result, BaseException):
             snapshot.audit_log_enabled = snapshot.dehydrated = snapshot.org_management_roles = _failed(result)
             return
-        audit, org, roles = result["audit"], result["org"], result["roles"]
+        audit, org, roles = result
         snapshot.audit_log_enabled = _first_flag(audit, "UnifiedAuditLogIngestionEnabled", "audit log configuration")
         snapshot.dehydrated = _first_flag(org, "IsDehydrated", "organization configuration")
         if isinstance(roles, BaseException):

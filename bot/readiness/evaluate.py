@@ -194,8 +194,8 @@ _FOUND_TEXT = {
 def _reading_for(item: Item, snapshot: TenantSnapshot) -> Reading[object]:
     """The fact that decides `item` (the app's own grants all depend on reading its service principal)."""
     if not snapshot.service_principal.known and item.kind is not Kind.role_group_role:
-        return snapshot.service_principal  # type: ignore[return-value]
-    return {  # type: ignore[return-value]
+        return snapshot.service_principal
+    return {
         Kind.directory_role: snapshot.directory_roles,
         Kind.role_group_role: snapshot.org_management_roles,
         Kind.application_permission: snapshot.app_roles,

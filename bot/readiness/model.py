@@ -10,18 +10,19 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from catalog import API_LABELS, Api
 
-T = TypeVar("T")
+# Covariant: a Reading is immutable, so a Reading[frozenset[str]] is also a Reading[object].
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
-class Reading(Generic[T]):
+class Reading(Generic[T_co]):
     """One fact read from Microsoft, or the honest reason it could not be read.
 
     `retry_after` is set when Microsoft throttled (429) or was unavailable (503) past our retries and said
     when to come back: a background job reschedules instead of reporting the tenant as unknown.
     """
 
-    value: T | None = None
+    value: T_co | None = None
     error: str | None = None
     retry_after: float | None = None
 
@@ -30,7 +31,7 @@ class Reading(Generic[T]):
         return self.error is None
 
     @classmethod
-    def failed(cls, reason: str, *, retry_after: float | None = None) -> Reading[T]:
+    def failed(cls, reason: str, *, retry_after: float | None = None) -> Reading[T_co]:
         return cls(value=None, error=reason, retry_after=retry_after)
 
 
@@ -157,7 +158,7 @@ class CheckGroup(StrEnum):
             return None
 
     @property
-    def title(self) -> str:
+    def heading(self) -> str:
         api = self.api
         return API_LABELS[api].items if api is not None else _GROUP_TITLES[self]
 
@@ -203,7 +204,7 @@ class Report(BaseModel):
     # The ITDR app's service principal in the tenant (its object id), when it was read.
     app_object_id: str | None = None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy cannot type decorators over @property; pydantic docs
     @property
     def missing(self) -> dict[str, list[str]]:
         """Catalog names per API that the tenant lacks (future-use items included: missing is missing)."""

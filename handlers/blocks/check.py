@@ -86,7 +86,7 @@ def _grouped(items: list[CheckItem], shown_fixes: set[str]) -> list[Block]:
     shown_links = {_link(shown) for shown in shown_fixes}
     for (status, group), members in sorted(groups.items(), key=lambda kv: (ORDER[kv[0][0]], kv[0][1].value)):
         names = ", ".join(f"`{escape(m.catalog_name or m.title)}`" for m in members)
-        lines = [f"{MARKS[status]} *{group.title} — {GROUP_STATE[status]} ({len(members)})*", names]
+        lines = [f"{MARKS[status]} *{group.heading} — {GROUP_STATE[status]} ({len(members)})*", names]
         details = {m.detail for m in members}
         if status is CheckStatus.unknown or len(details) == 1:
             lines.append(escape(truncate(next(iter(details)), 500)))
