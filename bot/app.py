@@ -97,6 +97,7 @@ class InjectRuntime(AsyncMiddleware):
         context["state"] = runtime.state
         context["readiness"] = runtime.readiness
         context["consent"] = runtime.consent
+        context["drift"] = runtime.drift
         if context.get("response_url"):
             context["respond"] = PooledRespond(response_url=context["response_url"], session=runtime.http)
         await next()

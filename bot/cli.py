@@ -239,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.set_defaults(handler=cmd_start)
 
-    from bot.cli_slack import add_commands
+    from bot import cli_fleet, cli_slack
 
-    add_commands(sub)
+    cli_slack.add_commands(sub)
+    cli_fleet.add_commands(sub, common)
     return parser
 
 

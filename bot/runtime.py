@@ -25,6 +25,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent.service import ConsentService
 from bot.consent.signing import Signer
 from bot.consent.store import ConsentStore
+from bot.drift.service import DriftService
+from bot.drift.store import DriftStore
 from bot.readiness.limits import CheckLimits
 from bot.readiness.service import ReadinessService
 from bot.settings import Mode, Settings
@@ -34,7 +36,7 @@ from catalog import Catalog, load_catalog
 log = logging.getLogger(__name__)
 
 #: Modes whose state must outlive the process: an embedded Redis there is worth a warning.
-_LONG_RUNNING = (Mode.HTTP, Mode.SOCKET)
+_LONG_RUNNING = (Mode.HTTP, Mode.SOCKET, Mode.WORKER)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Runtime:
     slack: AsyncWebClient
     readiness: ReadinessService | None  # None: the check is not configured (it says how to set it up)
     consent: ConsentService
+    drift: DriftService
 
     @property
     def cache(self) -> Cache:
@@ -95,8 +98,9 @@ class Runtime:
                                      signer=Signer.from_settings(settings))
             if mode in _LONG_RUNNING and settings.redis_dsn is not None:  # the embedded one was warned about
                 await _warn_without_persistence(redis.state)
+            drift = DriftService(catalog, DriftStore(redis.state), service)
             yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http, slack=slack,
-                      readiness=service, consent=consent)
+                      readiness=service, consent=consent, drift=drift)
 
 
 async def _group_members(slack: AsyncWebClient, group: str) -> list[str]:

@@ -33,16 +33,19 @@ class Mode(StrEnum):
     SOCKET = "socket"
     CONSOLE = "console"
     CLI = "cli"
+    WORKER = "worker"
 
 
 class ConfigError(Exception):
     """A missing or malformed setting; str(exc) is one line naming the environment variable."""
 
 
-_MODE_NAMES = {Mode.HTTP: "`itdr serve` (HTTP mode)", Mode.SOCKET: "`itdr socket` (Socket Mode)"}
+_MODE_NAMES = {Mode.HTTP: "`itdr serve` (HTTP mode)", Mode.SOCKET: "`itdr socket` (Socket Mode)",
+               Mode.WORKER: "`itdr worker` (it shares its queue and state with the bot)"}
 _REQUIRED: dict[Mode, tuple[str, ...]] = {
     Mode.HTTP: ("slack_bot_token", "slack_signing_secret"),
     Mode.SOCKET: ("slack_bot_token", "slack_app_token"),
+    Mode.WORKER: ("slack_bot_token", "redis_url", "itdr_client_id"),
 }
 
 
@@ -91,6 +94,15 @@ class Settings(BaseSettings):
     # Must be a reply URL registered on the ITDR app; unset, Microsoft sends the admin to the app's own page.
     itdr_consent_redirect_uri: AnyHttpUrl | None = None
     itdr_state_secret: SecretStr | None = Field(default=None, min_length=16)
+
+    # --- Sweeps and drift ---------------------------------------------------------------------------
+    itdr_sweep_cron: str = "0 */6 * * *"  # when every watched tenant is checked (cron, UTC)
+    itdr_sweep_spread_seconds: int = Field(default=1800, ge=0, le=86400)  # sweep start times spread over this
+    itdr_worker_concurrency: int = Field(default=20, ge=1, le=500)  # jobs at once per `itdr worker` process
+    itdr_digest_threshold: int = Field(default=5, ge=1)  # more changed tenants per channel and sweep: one digest
+    itdr_consent_poll_seconds: int = Field(default=120, ge=5, le=3600)
+    # A job running longer is taken for lost (its worker died) and run again: above the check deadline.
+    itdr_job_timeout_seconds: int = Field(default=75, ge=5, le=3600)
 
     # --- validators ----------------------------------------------------------------------------
 
@@ -174,12 +186,24 @@ class Settings(BaseSettings):
             raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…); {len(bad)} entries are not")
         return " ".join(ids)
 
+    @field_validator("itdr_sweep_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value.strip()):
+            raise ValueError("expected a cron expression such as '0 */6 * * *' (minute hour day month weekday)")
+        return value.strip()
+
     @model_validator(mode="after")
     def _microsoft_complete(self) -> Settings:
         credential = self.itdr_client_secret is not None or self.itdr_client_certificate is not None
         if self.itdr_client_id and not credential:
             raise ValueError("ITDR_CLIENT_SECRET or ITDR_CLIENT_CERTIFICATE is not set; the readiness check needs "
                              "one of them with ITDR_CLIENT_ID")
+        if self.itdr_job_timeout_seconds <= self.itdr_check_deadline_seconds:
+            raise ValueError("ITDR_JOB_TIMEOUT_SECONDS must be longer than ITDR_CHECK_DEADLINE_SECONDS (a job runs "
+                             "a whole check)")
         if not self.itdr_client_id and (credential or self.itdr_target_app_id):
             raise ValueError("ITDR_CLIENT_ID is not set; the readiness check needs it with the other ITDR_ settings")
         return self

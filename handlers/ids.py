@@ -18,6 +18,10 @@ class SubCommand(StrEnum):
     CHECK = "check"
     CONSENT = "consent"
     AUDIT = "audit"
+    WATCH = "watch"
+    UNWATCH = "unwatch"
+    WATCHING = "watching"
+    FLEET = "fleet"
     HELP = "help"
 
 
@@ -32,6 +36,10 @@ class ActionId(StrEnum):
     CONSENT_DENY = "consent-deny"
     CONSENT_GRANT = "consent-grant"  # a link button: Slack still reports the click, which is only acknowledged
     CONSENT_VERIFY = "consent-verify"
+    DRIFT_RECHECK = "drift-recheck"
+    DRIFT_CONSENT = "drift-consent"
+    DRIFT_ACK = "drift-ack"
+    DRIFT_SNOOZE = "drift-snooze"
 
 
 class BlockId(StrEnum):
@@ -48,11 +56,16 @@ class BlockId(StrEnum):
     CONSENT_STATE = "consent-state"
     CONSENT_ACTIONS = "consent-actions"
     CONSENT_DENY_REASON = "consent-deny-reason"
+    DRIFT_ACTIONS = "drift-actions"
+    DRIFT_CLOSED = "drift-closed"
+    DRIFT_ACK_REASON = "drift-ack-reason"
+    REVISION = "revision"
 
 
 class ViewId(StrEnum):
     CONSENT_REVIEW = "consent-review"
     CONSENT_DENY = "consent-deny"
+    DRIFT_ACK = "drift-ack"
 
 
 class Event(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,3 +47,33 @@ class AnswerRequest(BaseModel):
     def command_text(self) -> str:
         """The `/itdr` text that asks the same question (shown in shared answers and the console)."""
         return " ".join([self.cmd.value, *self.args])
+
+
+class DriftValue(BaseModel):
+    """The message an Acknowledge dialog is about (its private_metadata)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str = Field(max_length=80)
+    channel: str = Field(pattern=r"^[CGD][A-Z0-9]{2,}$")
+    ts: str = Field(pattern=r"^\d+\.\d+$")
+
+    def to_value(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_value(cls, value: str | None) -> DriftValue:
+        try:
+            return cls.model_validate_json(value or "")
+        except ValidationError as exc:
+            raise BadPayload("not a drift message reference") from exc
+
+
+# A channel as Slack escapes it in command text (<#C123|name>, or <#C123>), or a bare id.
+_CHANNEL = re.compile(r"<#([CG][A-Z0-9]{2,})(?:\|[^>]*)?>|([CG][A-Z0-9]{2,})")
+
+
+def parse_channel(text: str) -> str | None:
+    """The channel id in a channel mention or a bare id; None for anything else."""
+    match = _CHANNEL.fullmatch(text.strip())
+    return (match.group(1) or match.group(2)) if match else None

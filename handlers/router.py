@@ -6,6 +6,8 @@ same however it was asked for.
 
 from __future__ import annotations
 
+import re
+
 from bot.microsoft.errors import InvalidTenant
 from bot.readiness.service import CheckRequest, ReadinessService
 from catalog import Catalog, UnknownVersion
@@ -28,9 +30,19 @@ NOT_CONFIGURED = ("The tenant readiness check is not configured here: an operato
                   "ITDR_CLIENT_SECRET (or ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID.")
 
 
+_LINK = re.compile(r"<(?:https?://|mailto:)[^|>]*\|([^>]*)>|<(?:https?://|mailto:)([^|>]*)>")
+
+
+def unescape(text: str) -> str:
+    """Command text as typed: Slack (should_escape) wraps links as <http://x|x> and escapes &, < and >; channel
+    links (<#C…|name>) stay as they are for the sub-commands that take a channel."""
+    text = _LINK.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
     """Parse `/itdr` text. Unknown or incomplete input becomes `help` plus a note saying why."""
-    words = (text or "").split()
+    words = unescape(text or "").split()
     if not words:
         return AnswerRequest(cmd=SubCommand.HELP), None
     head, rest = words[0].lower(), words[1:]
@@ -48,10 +60,15 @@ def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
             return AnswerRequest(cmd=SubCommand.HELP), (f"`{cmd.value}` needs a tenant id or domain, and optionally "
                                                         "a revision.")
         return AnswerRequest(cmd=cmd, args=tuple(r[:MAX_QUERY] for r in rest)), None
-    if cmd is SubCommand.AUDIT:
+    if cmd in (SubCommand.AUDIT, SubCommand.UNWATCH):
         if len(rest) != 1:
-            return AnswerRequest(cmd=SubCommand.HELP), "`audit` needs a tenant id or domain."
+            return AnswerRequest(cmd=SubCommand.HELP), f"`{cmd.value}` needs a tenant id or domain."
         return AnswerRequest(cmd=cmd, args=(rest[0][:MAX_QUERY],)), None
+    if cmd is SubCommand.WATCH:
+        if not rest or len(rest) > 2:
+            return AnswerRequest(cmd=SubCommand.HELP), ("`watch` needs a tenant id or domain, and optionally a "
+                                                        "#channel.")
+        return AnswerRequest(cmd=cmd, args=tuple(r[:MAX_QUERY] for r in rest)), None
     if cmd is SubCommand.DIFF:
         if len(rest) > 2:
             return AnswerRequest(cmd=SubCommand.HELP), "`diff` takes at most two versions."

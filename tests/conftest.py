@@ -36,8 +36,10 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     yield prefix
     client = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.delete(*keys)
+        # Job queues keep their keys under saq:…{prefix}jobs…, beside ours.
+        for pattern in (f"{prefix}*", f"saq:*{prefix}*"):
+            keys = [key async for key in client.scan_iter(match=pattern, count=500)]
+            if keys:
+                await client.delete(*keys)
     finally:
         await client.aclose()

@@ -12,6 +12,12 @@ from handlers.actions.consent import (
     handle_consent_review_action,
     handle_consent_verify_action,
 )
+from handlers.actions.drift import (
+    handle_drift_ack_action,
+    handle_drift_consent_action,
+    handle_drift_recheck_action,
+    handle_drift_snooze_action,
+)
 from handlers.actions.home_show import handle_home_show_action
 from handlers.actions.recheck import handle_recheck_action
 from handlers.actions.share import handle_share_action
@@ -28,6 +34,10 @@ LISTENERS = {
     ActionId.CONSENT_DENY: handle_consent_deny_action,
     ActionId.CONSENT_GRANT: handle_consent_grant_action,
     ActionId.CONSENT_VERIFY: handle_consent_verify_action,
+    ActionId.DRIFT_RECHECK: handle_drift_recheck_action,
+    ActionId.DRIFT_CONSENT: handle_drift_consent_action,
+    ActionId.DRIFT_ACK: handle_drift_ack_action,
+    ActionId.DRIFT_SNOOZE: handle_drift_snooze_action,
 }
 
 

@@ -421,6 +421,10 @@ HELP_LINES = (
     ("check TENANT [vN]", "is the ITDR app ready in a tenant (id or domain)? what is missing, why, how to fix"),
     ("consent TENANT [vN]", "ask the approvers, in this channel, to consent to a revision for a tenant"),
     ("audit TENANT", "who requested, approved, denied and granted consent for a tenant, and when"),
+    ("watch TENANT [#channel]", "post here (or there) when the tenant loses or regains a permission or role"),
+    ("unwatch TENANT", "stop watching a tenant in this channel"),
+    ("watching", "the tenants this channel watches, their verdicts and when they were read"),
+    ("fleet", "every watched tenant: verdicts, what is most often missing, blocked and stale tenants"),
     ("help", "this message"),
 )
 

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentRefused, ConsentService
 from bot.microsoft.errors import InvalidTenant
-from bot.readiness.service import ReadinessService
+from bot.readiness.service import CheckRequest, ReadinessService
 from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import audit_message
 from handlers.cards import CannotPost, post_card
@@ -40,8 +40,17 @@ async def request_consent(
         return
     await ack(**notice_message(f":hourglass_flowing_sand: Preparing the consent request for `{check.tenant.value}` "
                                f"({check.version}): checking what the tenant has…").to_ack())
+    await open_request(respond, client, consent, check, command["user_id"], command["channel_id"])
+
+
+async def open_request(
+    respond: AsyncRespond, client: AsyncWebClient, consent: ConsentService, check: CheckRequest, user: str,
+    channel: str,
+) -> None:
+    """Check the tenant, then post one consent card in `channel` (or point at the open one); tell `user` privately
+    through `respond`."""
     try:
-        prepared = await consent.prepare(check, command["user_id"], command["channel_id"])
+        prepared = await consent.prepare(check, user, channel)
     except ConsentRefused as exc:
         await respond(**notice_message(str(exc)).to_response())
         return

@@ -9,17 +9,19 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentService
+from bot.drift.service import DriftService
 from bot.readiness.service import ReadinessService
 from catalog import Catalog
 from handlers.blocks.answers import notice_message
 from handlers.commands.consent import request_consent, show_audit
+from handlers.commands.watch import fleet, unwatch, watch, watching
 from handlers.ids import SubCommand
 from handlers.router import answer_check, parse_command, prepare_check, render
 
 
 async def handle_itdr_command(
     ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, catalog: Catalog,
-    readiness: ReadinessService | None, consent: ConsentService,
+    readiness: ReadinessService | None, consent: ConsentService, drift: DriftService,
 ) -> None:
     """Handles `/itdr …`. Catalog answers ride on the ack itself (one exchange with Slack); a check acks
     "Checking…" and answers through the response_url when Microsoft has."""
@@ -29,6 +31,18 @@ async def handle_itdr_command(
         return
     if request.cmd is SubCommand.AUDIT:
         await show_audit(ack, consent, request)
+        return
+    if request.cmd is SubCommand.WATCH:
+        await watch(ack, respond, client, command, drift, readiness, request)
+        return
+    if request.cmd is SubCommand.UNWATCH:
+        await unwatch(ack, command, drift, request)
+        return
+    if request.cmd is SubCommand.WATCHING:
+        await watching(ack, command, drift)
+        return
+    if request.cmd is SubCommand.FLEET:
+        await fleet(ack, drift)
         return
     if request.cmd is not SubCommand.CHECK:
         await ack(**render(catalog, request, note=note).to_ack())

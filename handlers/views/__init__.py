@@ -6,8 +6,9 @@ from slack_bolt.async_app import AsyncApp
 
 from handlers.ids import ViewId
 from handlers.views.consent_deny import handle_consent_deny_submission
+from handlers.views.drift_ack import handle_drift_ack_submission
 
-LISTENERS = {ViewId.CONSENT_DENY: handle_consent_deny_submission}
+LISTENERS = {ViewId.CONSENT_DENY: handle_consent_deny_submission, ViewId.DRIFT_ACK: handle_drift_ack_submission}
 
 
 def register(app: AsyncApp) -> None:

@@ -499,6 +499,9 @@ class TenantScenario:
     audit_log_ingestion: bool = True
     dehydrated: bool = False
     org_management_roles: list[str] = field(default_factory=lambda: list(ORG_MANAGEMENT_ROLES))
+    # Entra's directory audit (auditLogs/directoryAudits), Microsoft-shaped entries, oldest first.
+    audit_events: list[dict[str, Any]] = field(default_factory=list)
+    audit_forbidden: bool = False  # the app lacks AuditLog.Read.All: 403, as Graph answers
 
     @property
     def initial_domain(self) -> str:
@@ -510,6 +513,37 @@ class TenantScenario:
 
     def resource_sp_id(self, app_id: str) -> str:
         return _object_id(self.tenant_id, f"resource-sp-{app_id}")
+
+    def revoke(self, resource_app_id: str, value: str, *, by: str = "alex@contoso.onmicrosoft.com",
+               at: dt.datetime | None = None) -> None:
+        """An admin removes one application permission: the grant goes, and the directory audit says who did it,
+        shaped as Entra logs "Remove app role assignment from service principal"."""
+        roles = {name: role_id for name, role_id, _ in RESOURCE_APPS[resource_app_id][1]}
+        self.app_role_assignments.remove((resource_app_id, roles[value]))
+        when = (at or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+        self.audit_events.append({
+            "id": f"Directory_{uuid.uuid4().hex}",
+            "category": "ApplicationManagement",
+            "correlationId": str(uuid.uuid4()),
+            "result": "success",
+            "resultReason": "",
+            "activityDisplayName": "Remove app role assignment from service principal",
+            "activityDateTime": when,
+            "loggedByService": "Core Directory",
+            "operationType": "Unassign",
+            "initiatedBy": {"user": {"id": str(uuid.uuid4()), "displayName": None, "userPrincipalName": by,
+                                     "ipAddress": "203.0.113.7", "userType": None, "homeTenantId": None,
+                                     "homeTenantName": None}, "app": None},
+            "targetResources": [{
+                "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
+                "userPrincipalName": None, "groupType": None,
+                "modifiedProperties": [
+                    {"displayName": "AppRole.Value", "oldValue": f'"{value}"', "newValue": None},
+                    {"displayName": "AppRole.Id", "oldValue": f'"{roles[value]}"', "newValue": None},
+                ],
+            }],
+            "additionalDetails": [{"key": "User-Agent", "value": "Mozilla/5.0"}],
+        })
 
     def grant_all(self, resource_app_id: str = GRAPH_APP_ID, *values: str) -> None:
         """Grant application permissions by name (e.g. "Directory.Read.All")."""
@@ -1342,6 +1376,8 @@ class FakeMicrosoft:
             return self._collection(f"{ctx}directoryRoles", items, path, query, flt)
         if rest == "/oauth2PermissionGrants":
             return self._collection(f"{ctx}oauth2PermissionGrants", self._grants(scenario), path, query, flt)
+        if rest == "/auditLogs/directoryAudits":
+            return self._directory_audits(scenario, ctx, path, query, flt)
         if rest == "/roleManagement/directory/roleAssignments":
             expand = "roleDefinition" in query.get("$expand", "")
             items = self._role_assignments(scenario, expand)
@@ -1401,6 +1437,26 @@ class FakeMicrosoft:
             items = chunk
         page["value"] = items
         return 200, {}, page
+
+    def _directory_audits(
+        self, scenario: TenantScenario, ctx: str, path: str, query: Mapping[str, str], flt: str | None
+    ) -> tuple[int, dict[str, str], Any]:
+        """`activityDateTime ge …`, `targetResources/any(t:t/id eq '…')`, joined by `and`, as Graph filters them."""
+        if scenario.audit_forbidden:
+            return 403, {}, _graph_error("Authorization_RequestDenied",
+                                         "Insufficient privileges to complete the operation.")
+        items = list(scenario.audit_events)
+        for clause in re.split(r"\s+and\s+", (flt or "").strip()) if flt else []:
+            since = re.fullmatch(r"activityDateTime ge (\S+)", clause)
+            target = re.fullmatch(r"targetResources/any\(t:\s*t/id eq '([^']*)'\)", clause)
+            if since:
+                bound = since.group(1)
+                items = [i for i in items if i["activityDateTime"] >= bound]
+            elif target:
+                items = [i for i in items if any(t["id"] == target.group(1) for t in i["targetResources"])]
+            else:
+                return 400, {}, _graph_error("Request_UnsupportedQuery", "Unsupported or invalid query filter clause.")
+        return self._collection(f"{ctx}auditLogs/directoryAudits", list(reversed(items)), path, query, None)
 
     def _resource_sp(self, scenario: TenantScenario, app_id: str) -> dict[str, Any]:
         name, roles = RESOURCE_APPS[app_id]

@@ -1,0 +1,281 @@
+"""The fleet commands of the `itdr` CLI: `worker`, `sweep`, `watch`, `unwatch`, `tenants [import FILE.csv]`, `fleet`.
+
+Each opens the Runtime against the shared Redis (REDIS_URL); Redis down is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.settings import Mode
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = EXIT_USAGE) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": "usage" if code == EXIT_USAGE else "failed", "message": message}))
+    else:
+        print(f"itdr: {message}", file=sys.stderr)
+    return code
+
+
+def _with_runtime(args: argparse.Namespace, mode: Mode, work: Callable[[Any], Awaitable[T]]) -> T | int:
+    """Run `work(runtime)` in a fresh event loop; Redis faults become one line and exit status 2."""
+    from bot.cli_slack import settings_for
+    from bot.runtime import Runtime
+    from bot.store import StateUnavailable
+
+    settings = settings_for(mode)
+    if settings is None:
+        return EXIT_USAGE
+    if settings.redis_dsn is None:
+        return _fail(args, "REDIS_URL is not set: watched tenants and sweeps live in the Redis the bot and its "
+                           "workers share.")
+
+    async def run() -> T:
+        async with Runtime.open(settings, mode) as runtime:
+            return await work(runtime)
+
+    try:
+        return asyncio.run(run())
+    except StateUnavailable as exc:
+        return _fail(args, str(exc))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bot.cli_slack import settings_for
+    from bot.worker import run
+
+    settings = settings_for(Mode.WORKER)
+    return EXIT_USAGE if settings is None else run(settings)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bot.drift.sweep import queue_for, start_sweep
+
+    async def work(runtime: Any) -> int:
+        store = runtime.drift.store
+        sweep = await start_sweep(queue_for(runtime.redis, runtime.settings), store, runtime.settings,
+                                  now=datetime.now(UTC))
+        if not args.wait:
+            print(json.dumps({"sweep": sweep}) if args.json else f"Queued sweep {sweep}; `itdr worker` runs it.")
+            return EXIT_OK
+        deadline = time.monotonic() + args.timeout
+        while True:
+            progress = await store.progress(sweep)
+            if progress is not None and progress.done:
+                break
+            if time.monotonic() > deadline:
+                print(f"itdr: the sweep did not finish within {args.timeout:g} s (is an `itdr worker` running?)",
+                      file=sys.stderr)
+                return EXIT_FAIL
+            await asyncio.sleep(0.5)
+        data = progress.to_json()
+        print(json.dumps(data) if args.json else
+              f"Sweep {sweep}: {data['checked']} of {data['tenants']} tenants checked, {data['changed']} changed, "
+              f"{data['notified']} notified, {data['unknown']} could not be read, in {data['duration_ms']} ms.")
+        return EXIT_OK
+
+    return int(_with_runtime(args, Mode.CLI, work))
+
+
+def _check_channel(channel: str) -> bool:
+    from handlers.payloads import parse_channel
+
+    return parse_channel(channel) == channel
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from bot.drift.service import CannotWatch
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.http import Priority
+    from bot.microsoft.tenant import parse_tenant
+
+    try:
+        tenant = parse_tenant(args.tenant)
+    except InvalidTenant as exc:
+        return _fail(args, exc.message)
+    if not _check_channel(args.channel):
+        return _fail(args, f"--channel must be a Slack channel id (C…), not {args.channel[:40]!r}.")
+
+    async def work(runtime: Any) -> int:
+        drift = runtime.drift
+        try:
+            tenant_id = await drift.resolve(runtime.readiness.request(tenant.value))
+        except CannotWatch as exc:
+            return _fail(args, str(exc))
+        report = await drift.check(tenant_id, priority=Priority.HIGH, fresh=False)
+        new = await drift.watch(tenant_id, report, args.channel, "itdr cli", now=datetime.now(UTC))
+        label = report.tenant.name or report.tenant.domain or tenant_id
+        print(f"{args.channel} {'now watches' if new else 'already watched'} {label} ({tenant_id}): verdict "
+              f"{report.verdict.value}.")
+        return EXIT_OK
+
+    from bot.cli_slack import settings_for
+
+    settings = settings_for(Mode.CLI)
+    if settings is not None and not settings.readiness_configured:
+        return _fail(args, "watching a tenant needs the readiness check: set ITDR_CLIENT_ID, ITDR_CLIENT_SECRET and "
+                           "ITDR_TARGET_APP_ID.")
+    return int(_with_runtime(args, Mode.CLI, work))
+
+
+def cmd_unwatch(args: argparse.Namespace) -> int:
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.tenant import parse_tenant
+
+    try:
+        tenant = parse_tenant(args.tenant)
+    except InvalidTenant as exc:
+        return _fail(args, exc.message)
+
+    async def work(runtime: Any) -> int:
+        store = runtime.drift.store
+        matches = [t for t in await store.tenants() if tenant.value in (t.id, (t.domain or "").lower())]
+        ended = sum([await store.unwatch(t.id, args.channel) for t in matches])
+        print(f"{ended} subscription{'s' if ended != 1 else ''} ended.")
+        return EXIT_OK if ended else EXIT_FAIL
+
+    return int(_with_runtime(args, Mode.CLI, work))
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        return _import(args)
+
+    async def work(runtime: Any) -> int:
+        store = runtime.drift.store
+        tenants = await store.tenants()
+        snapshots = await store.snapshots([t.id for t in tenants])
+        rows = []
+        for tenant in tenants:
+            snapshot = snapshots.get(tenant.id)
+            rows.append({"tenant": tenant.id, "domain": tenant.domain, "name": tenant.name,
+                         "channels": await store.channels_of(tenant.id),
+                         "verdict": snapshot.verdict.value if snapshot else None,
+                         "checked_at": snapshot.at.isoformat() if snapshot else None})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print("No tenant is watched. `itdr watch TENANT --channel C…` or `itdr tenants import FILE.csv`.")
+        else:
+            for row in rows:
+                print(f"{row['tenant']}  {(row['domain'] or ''):<36} {(row['verdict'] or 'not read'):<9} "
+                      f"{' '.join(row['channels'])}")
+        return EXIT_OK
+
+    return int(_with_runtime(args, Mode.CLI, work))
+
+
+def _import(args: argparse.Namespace) -> int:
+    """`tenant,channel` rows; bad rows are reported by their line in the file (the header is line 1)."""
+    from bot.drift.store import WatchedTenant
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.tenant import parse_tenant
+
+    path = Path(args.file or "")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(args, f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
+    reader = csv.reader(text.splitlines())
+    header = [cell.strip().lower() for cell in next(reader, [])]
+    if header[:2] != ["tenant", "channel"]:
+        return _fail(args, f"{path}: line 1 must be the header `tenant,channel`.")
+    good: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            bad.append(f"line {line}: expected `tenant,channel`")
+            continue
+        try:
+            tenant = parse_tenant(row[0]).value
+        except InvalidTenant:
+            bad.append(f"line {line}: {row[0].strip()[:60]!r} is not a tenant id or domain")
+            continue
+        channel = row[1].strip()
+        if not _check_channel(channel):
+            bad.append(f"line {line}: {channel[:40]!r} is not a Slack channel id (C…)")
+            continue
+        good.append((tenant, channel))
+
+    async def work(runtime: Any) -> int:
+        now = datetime.now(UTC)
+        # A domain is kept as given; the first sweep reads its GUID and name (it cannot be resolved offline).
+        rows = [(WatchedTenant(id=tenant, domain=None if _is_guid(tenant) else tenant, added_by="itdr import",
+                               added_at=now), channel) for tenant, channel in good]
+        return int(await runtime.drift.store.watch_many(rows))
+
+    added = _with_runtime(args, Mode.CLI, work) if good else 0
+    for message in bad:
+        print(f"{path}: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"imported": len(good), "new": added, "bad": bad}))
+    else:
+        print(f"Imported {len(good)} rows ({added} new subscriptions); {len(bad)} bad rows skipped.")
+    return EXIT_OK if not bad else EXIT_FAIL
+
+
+def _is_guid(text: str) -> bool:
+    from bot.microsoft.tenant import is_guid
+
+    return is_guid(text)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    async def work(runtime: Any) -> int:
+        fleet = await runtime.drift.fleet(datetime.now(UTC))
+        if args.json:
+            print(json.dumps(fleet.to_json(), indent=2))
+        else:
+            print(f"{fleet.tenants} watched tenants: " + ", ".join(f"{k} {v}" for k, v in fleet.verdicts.items()))
+            if fleet.top_missing:
+                print("Most often missing: " + ", ".join(f"{n} ({c})" for n, c in fleet.top_missing))
+            if fleet.blocked:
+                print("Blocked: " + ", ".join(fleet.blocked))
+            if fleet.stale:
+                print("Not read for more than a day: " + ", ".join(fleet.stale))
+        return EXIT_OK
+
+    return int(_with_runtime(args, Mode.CLI, work))
+
+
+def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    worker = subparsers.add_parser("worker", help="run a sweep worker (SAQ) on the shared Redis; run any number")
+    worker.set_defaults(func=cmd_worker)
+
+    sweep = subparsers.add_parser("sweep", parents=[common], help="check every watched tenant now (workers run it)")
+    sweep.add_argument("--wait", action="store_true", help="wait for the sweep to finish and print what it found")
+    sweep.add_argument("--timeout", type=float, default=3600, help="seconds to wait at most (default 3600)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    watch = subparsers.add_parser("watch", parents=[common], help="post drift of a tenant to a Slack channel")
+    watch.add_argument("tenant", help="tenant id (GUID) or a verified domain")
+    watch.add_argument("--channel", required=True, help="Slack channel id, e.g. C0123456789")
+    watch.set_defaults(func=cmd_watch)
+
+    unwatch = subparsers.add_parser("unwatch", parents=[common], help="stop watching a tenant (in one channel)")
+    unwatch.add_argument("tenant")
+    unwatch.add_argument("--channel", help="only this channel (default: every channel)")
+    unwatch.set_defaults(func=cmd_unwatch)
+
+    tenants = subparsers.add_parser("tenants", parents=[common], help="the watched tenants, or `import FILE.csv`")
+    tenants.add_argument("action", nargs="?", choices=["import"], help="import FILE.csv (columns tenant,channel)")
+    tenants.add_argument("file", nargs="?", help="the CSV file to import")
+    tenants.set_defaults(func=cmd_tenants)
+
+    fleet = subparsers.add_parser("fleet", parents=[common], help="every watched tenant at a glance")
+    fleet.set_defaults(func=cmd_fleet)

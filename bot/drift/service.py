@@ -1,0 +1,125 @@
+"""Watching tenants and noticing drift: engine only (state in `DriftStore`, checks through the readiness service,
+who-did-it from the directory audit). The worker and the listeners render and post what it returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.drift import model
+from bot.drift.audit import Revocations, revocations
+from bot.drift.model import Change, Snapshot
+from bot.drift.store import DriftStore, WatchedTenant
+from bot.microsoft.errors import MicrosoftError
+from bot.microsoft.http import Priority
+from bot.readiness.model import Report, Verdict
+from bot.readiness.service import CheckRequest, ReadinessService
+from catalog import Catalog, Kind
+
+STALE_AFTER = timedelta(days=1)
+TOP_MISSING = 10
+
+
+class CannotWatch(Exception):
+    """The tenant cannot be watched; str(exc) says why, and nothing was stored."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    tenants: int
+    verdicts: dict[str, int]
+    top_missing: list[tuple[str, int]]
+    blocked: list[str]
+    stale: list[str]
+    unread: list[str]  # watched, never checked yet
+
+    def to_json(self) -> dict[str, object]:
+        return {"tenants": self.tenants, "verdicts": self.verdicts,
+                "top_missing": [{"name": name, "tenants": count} for name, count in self.top_missing],
+                "blocked": self.blocked, "stale": self.stale}
+
+
+class DriftService:
+    def __init__(self, catalog: Catalog, store: DriftStore, readiness: ReadinessService | None) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.readiness = readiness
+
+    def _readiness(self) -> ReadinessService:
+        if self.readiness is None:
+            raise CannotWatch("Watching tenants needs the readiness check, which is not configured here: an "
+                              "operator sets ITDR_CLIENT_ID, ITDR_CLIENT_SECRET and ITDR_TARGET_APP_ID.")
+        return self.readiness
+
+    async def resolve(self, check: CheckRequest) -> str:
+        """The tenant's GUID; CannotWatch for a tenant Microsoft does not know."""
+        readiness = self._readiness()
+        try:
+            tenant_id = await readiness.tokens.tenant_id(check.tenant)
+        except MicrosoftError as exc:
+            raise CannotWatch(exc.message) from None
+        if not tenant_id or (not check.tenant.is_guid and tenant_id == check.tenant.value):
+            raise CannotWatch(f"Microsoft did not say which tenant `{check.tenant.value}` is; use the tenant id.")
+        return tenant_id
+
+    async def check(self, tenant_id: str, *, priority: Priority, fresh: bool = True) -> Report:
+        readiness = self._readiness()
+        return await readiness.run(readiness.request(tenant_id), fresh=fresh, priority=priority)
+
+    async def watch(self, tenant_id: str, report: Report, channel: str, by: str, *, now: datetime) -> bool:
+        """Subscribe `channel` and take the tenant's first snapshot from `report` (a baseline: nothing to say)."""
+        tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name, added_by=by,
+                               added_at=now)
+        new = await self.store.watch(tenant, channel)
+        await self.observe(tenant_id, report, now=now)
+        return new
+
+    async def observe(
+        self, tenant_id: str, report: Report, *, now: datetime, sweep: str | None = None
+    ) -> Change | None:
+        """Compare a report with the tenant's last snapshot and record both, atomically. None when this sweep
+        already counted the tenant."""
+        def step(previous: Snapshot | None) -> tuple[Snapshot, Change]:
+            return model.observe(previous, report, now=now)
+
+        return await self.store.update_snapshot(tenant_id, step, sweep=sweep)
+
+    async def who(self, change: Change, app_object_id: str | None) -> Revocations | None:
+        """The directory audit behind revoked permissions and roles; None when nothing revocable drifted."""
+        revocable = (Kind.application_permission, Kind.delegated_permission, Kind.directory_role)
+        items = [self.catalog.get(item.catalog_name) for item in change.drifted if item.catalog_name]
+        if not any(item is not None and item.kind in revocable for item in items):
+            return None
+        if self.readiness is None or app_object_id is None or change.since is None:
+            return Revocations(error="the ITDR app's service principal was not read, so its audit cannot be "
+                                     "looked up")
+        return await revocations(self.readiness.clients, change.tenant, app_object_id,
+                                 change.since - timedelta(minutes=5))
+
+    async def acknowledge(self, tenant: str, by: str, reason: str, *, now: datetime) -> Snapshot | None:
+        return await self.store.set_snapshot(tenant, lambda s: model.acknowledge(s, by, reason, now=now),
+                                             "record the acknowledgement")
+
+    async def snooze(self, tenant: str, *, now: datetime) -> Snapshot | None:
+        return await self.store.set_snapshot(tenant, lambda s: model.snooze(s, now=now), "record the snooze")
+
+    async def fleet(self, now: datetime) -> Fleet:
+        tenants = await self.store.tenants()
+        snapshots = await self.store.snapshots([t.id for t in tenants])
+        verdicts = {verdict.value: 0 for verdict in Verdict}
+        missing: Counter[str] = Counter()
+        blocked, stale, unread = [], [], []
+        for tenant in tenants:
+            snapshot = snapshots.get(tenant.id)
+            if snapshot is None:
+                unread.append(tenant.label)
+                continue
+            verdicts[snapshot.verdict.value] += 1
+            missing.update(snapshot.titles.get(check, check) for check in snapshot.missing)
+            if snapshot.verdict is Verdict.blocked:
+                blocked.append(snapshot.label)
+            if now - snapshot.at > STALE_AFTER:
+                stale.append(snapshot.label)
+        return Fleet(tenants=len(tenants), verdicts=verdicts, top_missing=missing.most_common(TOP_MISSING),
+                     blocked=sorted(blocked), stale=sorted(stale + unread), unread=sorted(unread))

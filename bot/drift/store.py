@@ -1,0 +1,328 @@
+"""Watched tenants, snapshots and sweeps in Redis: state that fails closed (StateUnavailable when Redis is down).
+
+Keys (under the Redis prefix):
+    watch:tenants                 hash: tenant id → the tenant as it was watched (JSON)
+    watch:tenant:{tenant}         set: channels watching the tenant
+    watch:channel:{channel}       set: tenants the channel watches
+    watch:broken                  hash: "{channel} {tenant}" → why posting failed (the subscription is broken)
+    snap:{tenant}                 the tenant's last snapshot (JSON)
+    sweep:{id}                    hash: tenants, started, finished, changed, notified, unknown
+    sweep:{id}:done               set: tenants checked in the sweep (a job run twice counts once)
+    sweep:{id}:changes            list: changes to announce when the sweep ends (JSON)
+    sweep:last                    the id of the latest sweep
+    catalog:announced             the latest catalog revision announced to watching channels
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from pydantic import BaseModel
+from redis.exceptions import WatchError
+
+from bot.drift.audit import AuditEvent, Revocations
+from bot.drift.model import Change, Snapshot
+from bot.store import State
+
+SWEEP_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class WatchedTenant(BaseModel):
+    id: str
+    domain: str | None = None
+    name: str | None = None
+    added_by: str
+    added_at: datetime
+
+    @property
+    def label(self) -> str:
+        return self.name or self.domain or self.id
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    id: str
+    tenants: int
+    checked: int
+    changed: int
+    notified: int
+    unknown: int
+    started: datetime
+    finished: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None
+
+    def to_json(self) -> dict[str, Any]:
+        end = self.finished or datetime.now(UTC)
+        return {"tenants": self.tenants, "checked": self.checked, "changed": self.changed,
+                "notified": self.notified, "unknown": self.unknown,
+                "duration_ms": round((end - self.started).total_seconds() * 1000)}
+
+
+class DriftStore:
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def key(self, *parts: str) -> str:
+        return self.state.key(*parts)
+
+    # --- watching -----------------------------------------------------------------------------------
+
+    async def watch(self, tenant: WatchedTenant, channel: str) -> bool:
+        """Subscribe `channel`; False when it already watched the tenant."""
+        async with self.state.guard("record the watch") as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self.key("watch", "tenants"), tenant.id, tenant.model_dump_json())
+            pipe.sadd(self.key("watch", "tenant", tenant.id), channel)
+            pipe.sadd(self.key("watch", "channel", channel), tenant.id)
+            pipe.hdel(self.key("watch", "broken"), f"{channel} {tenant.id}")
+            results = await pipe.execute()
+        return bool(results[1])
+
+    async def watch_many(self, rows: list[tuple[WatchedTenant, str]]) -> int:
+        """Subscribe many (tenant, channel) pairs in one transaction; how many were new."""
+        if not rows:
+            return 0
+        async with self.state.guard("record the watches") as redis, redis.pipeline(transaction=True) as pipe:
+            for tenant, channel in rows:
+                pipe.hsetnx(self.key("watch", "tenants"), tenant.id, tenant.model_dump_json())
+                pipe.sadd(self.key("watch", "tenant", tenant.id), channel)
+                pipe.sadd(self.key("watch", "channel", channel), tenant.id)
+            results = await pipe.execute()
+        return sum(1 for index in range(1, len(results), 3) if results[index])
+
+    async def unwatch(self, tenant: str, channel: str | None) -> int:
+        """Unsubscribe one channel (or every channel); how many subscriptions ended. A tenant no channel watches
+        any more is forgotten, with its snapshot."""
+        async with self.state.guard("record the unwatch") as redis:
+            channels = [channel] if channel else [_text(c) for c in
+                                                  await redis.smembers(self.key("watch", "tenant", tenant))]
+            async with redis.pipeline(transaction=True) as pipe:
+                for each in channels:
+                    pipe.srem(self.key("watch", "tenant", tenant), each)
+                    pipe.srem(self.key("watch", "channel", each), tenant)
+                    pipe.hdel(self.key("watch", "broken"), f"{each} {tenant}")
+                removed = await pipe.execute()
+            ended = sum(1 for index in range(0, len(removed), 3) if removed[index])
+            if not await redis.scard(self.key("watch", "tenant", tenant)):
+                await redis.hdel(self.key("watch", "tenants"), tenant)
+                await redis.delete(self.key("snap", tenant))
+        return ended
+
+    async def tenants(self) -> list[WatchedTenant]:
+        async with self.state.guard("read the watched tenants") as redis:
+            raw = await redis.hgetall(self.key("watch", "tenants"))
+        return sorted((WatchedTenant.model_validate_json(value) for value in raw.values()), key=lambda t: t.label)
+
+    async def tenant_ids(self) -> list[str]:
+        async with self.state.guard("read the watched tenants") as redis:
+            return sorted(_text(key) for key in await redis.hkeys(self.key("watch", "tenants")))
+
+    async def channels_of(self, tenant: str) -> list[str]:
+        async with self.state.guard("read the subscriptions") as redis:
+            return sorted(_text(c) for c in await redis.smembers(self.key("watch", "tenant", tenant)))
+
+    async def tenants_of(self, channel: str) -> list[str]:
+        async with self.state.guard("read the subscriptions") as redis:
+            return sorted(_text(t) for t in await redis.smembers(self.key("watch", "channel", channel)))
+
+    async def all_channels(self) -> list[str]:
+        channels: set[str] = set()
+        for tenant in await self.tenant_ids():
+            channels.update(await self.channels_of(tenant))
+        return sorted(channels)
+
+    async def mark_broken(self, channel: str, tenant: str, reason: str) -> None:
+        async with self.state.guard("record the broken subscription") as redis:
+            await redis.hset(self.key("watch", "broken"), f"{channel} {tenant}", reason)
+
+    async def broken(self) -> dict[tuple[str, str], str]:
+        async with self.state.guard("read the subscriptions") as redis:
+            raw = await redis.hgetall(self.key("watch", "broken"))
+        pairs = {}
+        for key, value in raw.items():
+            channel, _, tenant = _text(key).partition(" ")
+            pairs[(channel, tenant)] = _text(value)
+        return pairs
+
+    # --- snapshots ------------------------------------------------------------------------------------
+
+    async def snapshot(self, tenant: str) -> Snapshot | None:
+        async with self.state.guard("read the tenant's snapshot") as redis:
+            raw = await redis.get(self.key("snap", tenant))
+        return Snapshot.model_validate_json(raw) if raw else None
+
+    async def snapshots(self, tenants: list[str]) -> dict[str, Snapshot]:
+        if not tenants:
+            return {}
+        async with self.state.guard("read the snapshots") as redis:
+            raws = await redis.mget([self.key("snap", tenant) for tenant in tenants])
+        return {tenant: Snapshot.model_validate_json(raw) for tenant, raw in zip(tenants, raws, strict=True) if raw}
+
+    async def update_snapshot(
+        self, tenant: str, step: Callable[[Snapshot | None], tuple[Snapshot, Change | None]], *,
+        sweep: str | None = None,
+    ) -> Change | None:
+        """Read the snapshot, apply `step`, write the new snapshot and (in a sweep) record the change and the
+        tenant as checked, all in one transaction: a job run twice announces a change once."""
+        key = self.key("snap", tenant)
+        async with self.state.guard("record the tenant's snapshot") as redis, \
+                redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    if sweep is not None and await pipe.sismember(self.key("sweep", sweep, "done"), tenant):
+                        await pipe.unwatch()
+                        return None  # already counted in this sweep (a job run again after a lost worker)
+                    raw = await pipe.get(key)
+                    previous = Snapshot.model_validate_json(raw) if raw else None
+                    snapshot, change = step(previous)
+                    pipe.multi()
+                    pipe.set(key, snapshot.model_dump_json())
+                    if sweep is not None:
+                        pipe.sadd(self.key("sweep", sweep, "done"), tenant)
+                        if change is not None and change.announce:
+                            pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
+                            pipe.hincrby(self.key("sweep", sweep), "changed", 1)
+                        if change is not None and change.verdict_after.value == "unknown":
+                            pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
+                    await pipe.execute()
+                    return change
+                except WatchError:
+                    continue
+
+    async def set_snapshot(self, tenant: str, edit: Callable[[Snapshot], Snapshot], what: str) -> Snapshot | None:
+        """Change a stored snapshot (acknowledge, snooze) atomically; None when there is none."""
+        key = self.key("snap", tenant)
+        async with self.state.guard(what) as redis, redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        await pipe.unwatch()
+                        return None
+                    snapshot = edit(Snapshot.model_validate_json(raw))
+                    pipe.multi()
+                    pipe.set(key, snapshot.model_dump_json())
+                    await pipe.execute()
+                    return snapshot
+                except WatchError:
+                    continue
+
+    # --- sweeps ---------------------------------------------------------------------------------------
+
+    async def start_sweep(self, sweep: str, tenants: int, now: datetime) -> None:
+        async with self.state.guard("start the sweep") as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("sweep", sweep), mapping={"tenants": tenants, "started": now.isoformat(),
+                                                          "changed": 0, "notified": 0, "unknown": 0})
+            pipe.expire(self.key("sweep", sweep), SWEEP_TTL_SECONDS)
+            pipe.set(self.key("sweep", "last"), sweep)
+            await pipe.execute()
+
+    async def set_sweep_size(self, sweep: str, tenants: int) -> None:
+        async with self.state.guard("start the sweep") as redis:
+            await redis.hset(self.key("sweep", sweep), "tenants", tenants)
+
+    async def progress(self, sweep: str) -> SweepProgress | None:
+        async with self.state.guard("read the sweep") as redis:
+            raw = await redis.hgetall(self.key("sweep", sweep))
+            checked = await redis.scard(self.key("sweep", sweep, "done"))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        finished = fields.get("finished")
+        return SweepProgress(id=sweep, tenants=int(fields["tenants"]), checked=int(checked),
+                             changed=int(fields.get("changed", 0)), notified=int(fields.get("notified", 0)),
+                             unknown=int(fields.get("unknown", 0)),
+                             started=datetime.fromisoformat(fields["started"]),
+                             finished=datetime.fromisoformat(finished) if finished else None)
+
+    async def take_changes(self, sweep: str, now: datetime) -> list[Change] | None:
+        """The sweep's changes, exactly once across every caller (None for all but the first)."""
+        key = self.key("sweep", sweep)
+        changes_key = self.key("sweep", sweep, "changes")
+        async with self.state.guard("finish the sweep") as redis, redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    if await pipe.hexists(key, "finished") or not await pipe.exists(key):
+                        await pipe.unwatch()
+                        return None
+                    raw = cast(list[bytes], await pipe.lrange(changes_key, 0, -1))
+                    pipe.multi()
+                    pipe.hset(key, "finished", now.isoformat())
+                    pipe.delete(changes_key)
+                    pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
+                    await pipe.execute()
+                    return [Change.model_validate_json(item) for item in raw]
+                except WatchError:
+                    continue
+
+    async def save_who(self, sweep: str, tenant: str, who: Revocations) -> None:
+        """The directory audit behind a tenant's drift, kept for the sweep's announcement."""
+        data = {"error": who.error, "events": [{"activity": e.activity, "actor": e.actor, "at": e.at.isoformat(),
+                                                 "detail": e.detail} for e in who.events]}
+        async with self.state.guard("record the directory audit") as redis:
+            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(data), ex=SWEEP_TTL_SECONDS)
+
+    async def who(self, sweep: str, tenant: str) -> Revocations | None:
+        async with self.state.guard("read the directory audit") as redis:
+            raw = await redis.get(self.key("sweep", sweep, "who", tenant))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Revocations(error=data["error"], events=tuple(
+            AuditEvent(activity=e["activity"], actor=e["actor"], at=datetime.fromisoformat(e["at"]),
+                       detail=e["detail"]) for e in data["events"]))
+
+    async def count_notified(self, sweep: str, count: int) -> None:
+        async with self.state.guard("record the notifications") as redis:
+            await redis.hincrby(self.key("sweep", sweep), "notified", count)
+
+    async def last_sweep(self) -> str | None:
+        async with self.state.guard("read the sweep") as redis:
+            raw = await redis.get(self.key("sweep", "last"))
+        return _text(raw) if raw else None
+
+    # --- announcements --------------------------------------------------------------------------------
+
+    async def claim_announcement(self, latest: str) -> str | None:
+        """Record `latest` as announced. Returns the revision announced before when this caller must announce
+        the change; None on the very first start (recorded, nothing to announce) or when another process already
+        has (once across every worker and restart)."""
+        key = self.key("catalog", "announced")
+        async with self.state.guard("record the announcement") as redis, redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    before = _text(raw) if raw else None
+                    if before == latest:
+                        await pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.set(key, latest)
+                    await pipe.execute()
+                    return before
+                except WatchError:
+                    continue
+
+    async def claim(self, name: str, ttl: int) -> bool:
+        """A one-time claim (a notification posted once)."""
+        async with self.state.guard("record the notification") as redis:
+            return bool(await redis.set(self.key("claim", name), b"1", nx=True, ex=ttl))
+
+    async def release(self, name: str) -> None:
+        async with self.state.guard("record the notification") as redis:
+            await redis.delete(self.key("claim", name))
+

@@ -1,0 +1,78 @@
+"""Fleet sweeps on SAQ over Redis: one check job per watched tenant, keyed by tenant so a tenant is never queued
+twice, start times spread over ITDR_SWEEP_SPREAD_SECONDS, and a finishing job that announces what changed.
+
+Any number of `itdr worker` processes on any number of machines take jobs from the same queue. A job lost with a
+killed worker is found by SAQ's sweep of stuck jobs (its timeout past, checked every `STUCK_SWEEP_SECONDS`) and
+runs again; its change is recorded once (see `DriftStore.update_snapshot`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+from enum import StrEnum
+
+from saq.queue.redis import RedisQueue
+
+from bot.drift.store import DriftStore
+from bot.settings import Settings
+from bot.store import RedisConnections
+
+#: A tenant throttled past the retries is rescheduled after Retry-After at most this often in one sweep.
+MAX_RESCHEDULES = 3
+#: Job attempts: the reschedules, plus room for a worker lost mid-job or two.
+JOB_RETRIES = MAX_RESCHEDULES + 3
+FINISH_GRACE_SECONDS = 300  # the fallback finish runs this long after the last scheduled start
+RESULT_TTL_SECONDS = 60  # finished jobs are kept this long (results live in our own keys)
+
+
+class JobName(StrEnum):
+    CHECK = "check_tenant"
+    FINISH = "finish_sweep"
+    POST = "post_message"
+    SWEEP = "sweep"
+    CONSENTS = "poll_consents"
+
+
+def queue_for(redis: RedisConnections, settings: Settings) -> RedisQueue:
+    """The job queue, on its own Redis client (SAQ blocks on Redis; the state client has short timeouts)."""
+    return RedisQueue(redis.queue_client(), name=f"{settings.redis_prefix}jobs")
+
+
+def _offset(tenant: str, sweep: str, spread: int) -> int:
+    """A stable start offset per tenant and sweep, spread evenly over `spread` seconds."""
+    if spread <= 0:
+        return 0
+    digest = hashlib.sha256(f"{sweep}\x1f{tenant}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % spread
+
+
+async def start_sweep(queue: RedisQueue, store: DriftStore, settings: Settings, *, now: datetime) -> str:
+    """Queue a check of every watched tenant; the sweep's id."""
+    tenants = await store.tenant_ids()
+    sweep = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    await store.start_sweep(sweep, len(tenants), now)
+    spread = settings.itdr_sweep_spread_seconds
+    start = int(now.timestamp())
+    queued = 0
+    for tenant in tenants:
+        offset = _offset(tenant, sweep, spread)
+        job = await queue.enqueue(
+            JobName.CHECK.value, key=f"check:{tenant}", tenant=tenant, sweep=sweep,
+            scheduled=start + offset if offset else 0, timeout=settings.itdr_job_timeout_seconds, retries=JOB_RETRIES,
+            ttl=RESULT_TTL_SECONDS,
+        )
+        queued += job is not None  # a tenant still queued from an earlier sweep is not queued again
+    if queued != len(tenants):
+        await store.set_sweep_size(sweep, queued)
+    # Normally the last check finishes the sweep; this one finishes it whatever happened to the others.
+    await queue.enqueue(JobName.FINISH.value, key=f"finish:{sweep}", sweep=sweep,
+                        scheduled=start + spread + FINISH_GRACE_SECONDS, ttl=RESULT_TTL_SECONDS)
+    if queued == 0:
+        await finish_now(queue, sweep)
+    return sweep
+
+
+async def finish_now(queue: RedisQueue, sweep: str) -> None:
+    await queue.enqueue(JobName.FINISH.value, key=f"finish-now:{sweep}", sweep=sweep, ttl=RESULT_TTL_SECONDS)

@@ -1,0 +1,189 @@
+"""Block Kit for drift: one tenant's change, a digest of many, a new catalog revision, the fleet and a channel's
+watch list. Pure: engine objects in, messages out (a worker posts them without importing any listener)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.drift.audit import Revocations
+from bot.drift.model import Change, ChangeKind, ItemChange, Snapshot
+from bot.drift.service import Fleet
+from bot.drift.store import WatchedTenant
+from bot.readiness.model import VERDICT_TEXT, Verdict
+from catalog import Catalog, Diff
+from handlers.blocks.answers import diff_message
+from handlers.blocks.check import VERDICT_EMOJI, verdict_title
+from handlers.blocks.consent import slack_date
+from handlers.blocks.kit import Block, Message, actions, button, chunk_lines, context, escape, header, section
+from handlers.ids import ActionId, BlockId, SubCommand
+from handlers.payloads import AnswerRequest
+
+MAX_ITEMS_LISTED = 40
+
+
+def tenant_value(tenant: str) -> str:
+    """A drift button's value: the tenant it is about (the listener checks the channel watches it)."""
+    return json.dumps({"t": tenant}, separators=(",", ":"))
+
+
+def _verdict(verdict: Verdict | None) -> str:
+    return f"{VERDICT_EMOJI[verdict]} {VERDICT_TEXT[verdict].title}" if verdict else "none yet"
+
+
+def _item_line(change: ItemChange, catalog: Catalog) -> str:
+    name = change.catalog_name or change.title
+    line = f"• `{escape(name)}` {change.before.value} → *{change.after.value}*"
+    if change.drift:
+        item = catalog.get(change.catalog_name) if change.catalog_name else None
+        if item is not None:
+            line += f" — stops: *{escape(item.impact.capability_title)}*: {escape(item.impact.capability_summary)}"
+        line += f" (last good {slack_date(change.last_good)})" if change.last_good else " (never seen good)"
+    return line
+
+
+def _who_lines(change: Change, who: Revocations | None) -> list[str]:
+    if who is None:
+        return []
+    if who.error:
+        return [f":grey_question: The directory audit could not be read ({escape(who.error)}), so who did it is "
+                "unknown."]
+    if not who.events:
+        return ["The directory audit shows no removal since the last check (it can lag by up to an hour)."]
+    lines = ["*Directory audit:*"]
+    for event in who.events[:5]:
+        named = [i.catalog_name for i in change.drifted if i.catalog_name and event.mentions(i.catalog_name)]
+        what = f" ({', '.join(f'`{escape(n)}`' for n in named)})" if named else ""
+        lines.append(f"• {escape(event.activity)}{what} by *{escape(event.actor)}* {slack_date(event.at)}")
+    return lines
+
+
+def drift_message(change: Change, catalog: Catalog, who: Revocations | None = None) -> Message:
+    """One tenant's change, as a watching channel sees it, with its buttons."""
+    if change.kind is ChangeKind.unknown:
+        title = f":grey_question: Could not check {change.label} twice in a row"
+        body = [f"Microsoft could not be read for this tenant in the last two checks: {escape(change.reason or '')}",
+                f"Last known verdict: {_verdict(change.verdict_before)}. This is not drift; nothing is known to have "
+                "changed."]
+    else:
+        drifted, recovered = change.drifted, change.recovered
+        title = (f":rotating_light: Drift: {change.label}" if drifted and not recovered else
+                 f":white_check_mark: Recovered: {change.label}" if recovered and not drifted else
+                 f":arrows_counterclockwise: Changed: {change.label}")
+        body = [f"Verdict: {_verdict(change.verdict_before)} → *{_verdict(change.verdict_after)}*"]
+        if drifted:
+            body.append(f"*Lost ({len(drifted)}):*")
+            body += [_item_line(item, catalog) for item in drifted[:MAX_ITEMS_LISTED]]
+        if recovered:
+            body.append(f"*Back ({len(recovered)}):*")
+            body += [_item_line(item, catalog) for item in recovered[:MAX_ITEMS_LISTED]]
+        body += _who_lines(change, who)
+    value = tenant_value(change.tenant)
+    blocks: list[Block] = [header(title, BlockId.HEADER)]
+    blocks += [section(chunk) for chunk in chunk_lines(body)][:40]
+    blocks.append(context(f"Tenant `{escape(change.tenant)}` · checked {slack_date(change.at)}"))
+    blocks.append(actions([
+        button("Re-check", ActionId.DRIFT_RECHECK, value, style="primary"),
+        button("Start consent", ActionId.DRIFT_CONSENT, value),
+        button("Acknowledge", ActionId.DRIFT_ACK, value),
+        button("Snooze 24 h", ActionId.DRIFT_SNOOZE, value),
+    ], BlockId.DRIFT_ACTIONS))
+    names = ", ".join(i.catalog_name or i.title for i in change.items)
+    text = f"{title.split(' ', 1)[1]}. Verdict {change.verdict_before} → {change.verdict_after}." + \
+        (f" {names}" if names else "")
+    return Message(text=text[:3000], blocks=blocks)
+
+
+def closed_drift_message(original: dict[str, Any], note: str) -> Message:
+    """A drift message after Acknowledge or Snooze: its content stays, the buttons give way to who did what."""
+    blocks = [b for b in original.get("blocks") or [] if isinstance(b, dict) and b.get("type") != "actions"]
+    blocks.append(section(note, block_id=BlockId.DRIFT_CLOSED))
+    return Message(text=str(original.get("text") or note), blocks=blocks[:50])
+
+
+def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
+    """Many tenants changed in one sweep for one channel: one message, grouped by what is missing."""
+    lost: dict[str, list[str]] = defaultdict(list)
+    back: dict[str, list[str]] = defaultdict(list)
+    unknown: list[str] = []
+    for change in changes:
+        if change.kind is ChangeKind.unknown:
+            unknown.append(change.label)
+            continue
+        for item in change.items:
+            (lost if item.drift else back)[item.catalog_name or item.title].append(change.label)
+    lines: list[str] = []
+    for name, tenants in sorted(lost.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        entry = catalog.get(name)
+        stops = f" — stops: {escape(entry.impact.capability_title)}" if entry else ""
+        lines.append(f"• *Lost* `{escape(name)}` in {len(tenants)}: {escape(', '.join(sorted(tenants)))}{stops}")
+    for name, tenants in sorted(back.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        lines.append(f"• *Back* `{escape(name)}` in {len(tenants)}: {escape(', '.join(sorted(tenants)))}")
+    if unknown:
+        lines.append(f"• *Could not be checked twice in a row* ({len(unknown)}): {escape(', '.join(sorted(unknown)))}")
+    blocks: list[Block] = [header(f":rotating_light: Drift in {len(changes)} tenants", BlockId.HEADER)]
+    blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
+    blocks.append(context("One digest instead of one message per tenant · `/itdr watching` lists them all · "
+                          "`/itdr check TENANT` for details"))
+    text = f"Drift in {len(changes)} tenants: " + ", ".join(sorted(c.label for c in changes))
+    return Message(text=text[:3000], blocks=blocks)
+
+
+def revision_message(diff: Diff, catalog: Catalog, *, lacking: int, watched: int) -> Message:
+    """A new catalog revision, announced once to every watching channel."""
+    answer = diff_message(diff, AnswerRequest(cmd=SubCommand.DIFF, args=(diff.from_version, diff.to_version)),
+                          notes=catalog.revision(diff.to_version).notes, shared_by=None)
+    blocks = [b for b in answer.blocks if b.get("type") != "actions"]
+    blocks.insert(0, section(f":mega: *A new revision of the ITDR permission document: {diff.to_version}.* "
+                             f"{lacking} of {watched} watched tenants lack what it adds; a sweep is checking them "
+                             "now.", block_id=BlockId.REVISION))
+    return Message(text=f"New ITDR revision {diff.to_version}: {lacking} of {watched} watched tenants lack what it "
+                        f"adds. {answer.text}"[:3000], blocks=blocks[:50])
+
+
+def fleet_message(fleet: Fleet) -> Message:
+    verdicts = " · ".join(f"{_verdict(Verdict(v))} {n}" for v, n in fleet.verdicts.items())
+    lines = [f"*{fleet.tenants} watched tenants* · {verdicts}"]
+    if fleet.top_missing:
+        lines.append("*Most often missing:* " + ", ".join(f"`{escape(name)}` ({count})"
+                                                          for name, count in fleet.top_missing))
+    if fleet.blocked:
+        lines.append(f"*Blocked ({len(fleet.blocked)}):* " + escape(", ".join(fleet.blocked)))
+    if fleet.stale:
+        lines.append(f"*Not read for more than a day ({len(fleet.stale)}):* " + escape(", ".join(fleet.stale)))
+    blocks: list[Block] = [header("ITDR fleet", BlockId.HEADER)]
+    blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
+    return Message(text=f"{fleet.tenants} watched tenants; blocked: {len(fleet.blocked)}.", blocks=blocks)
+
+
+def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot | None, str | None]],
+                     now: datetime) -> Message:
+    """The tenants a channel watches: last verdict and when it was read; broken or snoozed subscriptions."""
+    if not rows:
+        text = "This channel watches no tenant. `/itdr watch TENANT` adds one."
+        return Message(text=text, blocks=[section(text, block_id=BlockId.BODY)])
+    lines = []
+    for tenant, snapshot, broken in rows:
+        state = (f"{_verdict(snapshot.verdict)} · read {slack_date(snapshot.at)}" if snapshot else "not read yet")
+        if snapshot and snapshot.snoozed(now) and snapshot.snoozed_until:
+            state += f" · snoozed until {slack_date(snapshot.snoozed_until)}"
+        if broken:
+            state += f" · :warning: *broken:* {escape(broken)}"
+        lines.append(f"• *{escape(tenant.label)}* (`{escape(tenant.id)}`) — {state}")
+    blocks: list[Block] = [header(f"Watched here: {len(rows)} tenants", BlockId.HEADER)]
+    blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
+    return Message(text=f"This channel watches {len(rows)} tenants.", blocks=blocks)
+
+
+def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Message:
+    text = (f":eyes: <@{by}> asked me to watch *{escape(tenant.label)}* here: I will post when a permission or role "
+            f"it needs is lost or comes back. Current verdict: {_verdict(verdict)}.")
+    return Message(text=f"Watching {tenant.label} here (verdict {verdict.value}).",
+                   blocks=[section(text, block_id=BlockId.BODY)])
+
+
+__all__ = ["closed_drift_message", "digest_message", "drift_message", "fleet_message", "revision_message",
+           "tenant_value", "verdict_title", "watch_confirmation", "watching_message"]

@@ -1,0 +1,94 @@
+"""`/itdr watch TENANT [#channel]`, `/itdr unwatch TENANT`, `/itdr watching` and `/itdr fleet`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.drift.service import CannotWatch, DriftService
+from bot.drift.store import WatchedTenant
+from bot.microsoft.errors import InvalidTenant
+from bot.microsoft.http import Priority
+from bot.microsoft.tenant import parse_tenant
+from bot.readiness.service import ReadinessService
+from handlers.blocks.answers import notice_message
+from handlers.blocks.drift import fleet_message, watch_confirmation, watching_message
+from handlers.cards import NOT_IN_CHANNEL
+from handlers.payloads import AnswerRequest, parse_channel
+from handlers.router import prepare_check
+
+
+async def watch(
+    ack: AsyncAck, respond: AsyncRespond, client: AsyncWebClient, command: dict[str, Any], drift: DriftService,
+    readiness: ReadinessService | None, request: AnswerRequest,
+) -> None:
+    """Subscribe a channel to a tenant: check it exists, prove the bot can post there, answer with its verdict."""
+    channel = command["channel_id"]
+    if len(request.args) == 2:
+        target = parse_channel(request.args[1])
+        if target is None:
+            await ack(**notice_message("Name the channel as Slack links it (type `#` and pick it) or by its id "
+                                       "(`C…`).").to_ack())
+            return
+        channel = target
+    check = prepare_check(readiness, AnswerRequest(cmd=request.cmd, args=request.args[:1]))
+    if isinstance(check, str):
+        await ack(**notice_message(check).to_ack())
+        return
+    await ack(**notice_message(f":hourglass_flowing_sand: Checking `{check.tenant.value}` before watching it…")
+              .to_ack())
+    try:
+        tenant_id = await drift.resolve(check)
+    except CannotWatch as exc:
+        await respond(**notice_message(str(exc)).to_response())
+        return
+    report = await drift.check(tenant_id, priority=Priority.HIGH, fresh=False)
+    now = datetime.now(UTC)
+    tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name,
+                           added_by=command["user_id"], added_at=now)
+    confirmation = watch_confirmation(tenant, report.verdict, command["user_id"])
+    try:  # posting is also the proof the bot may post there, before anything is stored
+        await client.chat_postMessage(channel=channel, text=confirmation.text, blocks=confirmation.blocks)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "error")
+        await respond(**notice_message(NOT_IN_CHANNEL.get(error, f"I cannot post in that channel ({error}).")
+                                       + " Nothing is watched yet.").to_response())
+        return
+    new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
+    where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
+    status = "now watches" if new else "already watched"
+    await respond(**notice_message(f"{where.capitalize()} {status} {tenant.label}: its verdict is "
+                                   f"{report.verdict.value}.").to_response())
+
+
+async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, request: AnswerRequest) -> None:
+    try:
+        tenant = parse_tenant(request.args[0])
+    except InvalidTenant as exc:
+        await ack(**notice_message(exc.message).to_ack())
+        return
+    channel = command["channel_id"]
+    matches = [t for t in await drift.store.tenants() if tenant.value in (t.id, (t.domain or "").lower())]
+    ended = sum([await drift.store.unwatch(t.id, channel) for t in matches])
+    text = (f"This channel no longer watches {matches[0].label}." if ended else
+            f"This channel does not watch {tenant.value}.")
+    await ack(**notice_message(text).to_ack())
+
+
+async def watching(ack: AsyncAck, command: dict[str, Any], drift: DriftService) -> None:
+    channel = command["channel_id"]
+    ids = set(await drift.store.tenants_of(channel))
+    tenants = [t for t in await drift.store.tenants() if t.id in ids]
+    snapshots = await drift.store.snapshots([t.id for t in tenants])
+    broken = await drift.store.broken()
+    rows = [(t, snapshots.get(t.id), broken.get((channel, t.id)) or broken.get((channel, "*"))) for t in tenants]
+    await ack(**watching_message(channel, rows, datetime.now(UTC)).to_ack())
+
+
+async def fleet(ack: AsyncAck, drift: DriftService) -> None:
+    await ack(**fleet_message(await drift.fleet(datetime.now(UTC))).to_ack())

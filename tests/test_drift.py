@@ -1,0 +1,266 @@
+"""Drift notifications and fleet sweeps end to end: real SAQ workers on a real Redis, the fake Microsoft answering
+the checks (and the directory audit), the fake Slack receiving what the channels would see."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.drift.sweep import queue_for, start_sweep
+from bot.microsoft.http import Priority
+from bot.runtime import Runtime
+from bot.settings import Mode, Settings, load_settings
+from bot.worker import build_worker
+from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.slack import FakeSlack
+from tests.test_readiness_check import complete_scenario
+from tests.test_slack_check import microsoft_settings
+
+
+@pytest.fixture(scope="module")
+def microsoft() -> Iterator[FakeMicrosoft]:
+    with running_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> Settings:
+    return worker_settings(microsoft, fake_slack, redis_url, redis_prefix)
+
+
+def worker_settings(microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str,
+                    **overrides: Any) -> Settings:
+    values = microsoft_settings(microsoft) | {
+        "slack_bot_token": fake_slack.bot_token, "slack_api_url": fake_slack.api_url, "redis_url": redis_url,
+        "redis_prefix": redis_prefix, "itdr_sweep_spread_seconds": 0, "itdr_http_timeout_seconds": 5,
+        "itdr_check_deadline_seconds": 10,
+    } | overrides
+    return load_settings(Mode.WORKER, _env_file=None, **values)
+
+
+class Fleet:
+    """A running worker and what a test needs around it."""
+
+    def __init__(self, runtime: Runtime, queue: Any, microsoft: FakeMicrosoft, fake: FakeSlack) -> None:
+        self.runtime, self.queue, self.microsoft, self.fake = runtime, queue, microsoft, fake
+
+    def tenant(self, version: str = "v6", name: str = "Contoso") -> TenantScenario:
+        scenario = complete_scenario(version)
+        scenario.display_name = name
+        return self.microsoft.add_tenant(scenario)
+
+    async def watch(self, scenario: TenantScenario, channel: str) -> None:
+        drift = self.runtime.drift
+        report = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
+        await drift.watch(scenario.tenant_id, report, channel, "U111", now=datetime.now(UTC))
+
+    async def sweep(self, *, within: float = 60) -> dict[str, Any]:
+        """Run a sweep to its end and let its posts go out; `itdr sweep --wait --json` prints the same."""
+        store = self.runtime.drift.store
+        sweep = await start_sweep(self.queue, store, self.runtime.settings, now=datetime.now(UTC))
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            progress = await store.progress(sweep)
+            if progress is not None and progress.done:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"sweep not done: {progress}"
+            await asyncio.sleep(0.1)
+        await self.settled()
+        return progress.to_json()
+
+    async def settled(self, within: float = 30) -> None:
+        """No job queued or running (posts paced a second apart included)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while await self.queue.count("queued") or await self.queue.count("active"):
+            assert asyncio.get_running_loop().time() < deadline, "jobs still running"
+            await asyncio.sleep(0.1)
+
+    def posts(self, channel: str) -> list[dict[str, Any]]:
+        return [c.args for c in self.fake.calls_to("chat.postMessage") if c.args.get("channel") == channel and c.ok]
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, microsoft: FakeMicrosoft, fake: FakeSlack) -> AsyncIterator[Fleet]:
+    async with Runtime.open(settings, Mode.WORKER) as runtime:
+        queue = queue_for(runtime.redis, settings)
+        worker = build_worker(runtime, queue, grace_seconds=0)
+        task = asyncio.create_task(worker.start())
+        try:
+            yield Fleet(runtime, queue, microsoft, fake)
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def fleet(settings: Settings, microsoft: FakeMicrosoft, fake_slack: FakeSlack) -> AsyncIterator[Fleet]:
+    async with running_worker(settings, microsoft, fake_slack) as running:
+        yield running
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks"), ensure_ascii=False) + message.get("text", "")
+
+
+async def test_a_baseline_then_silence_however_many_sweeps(fleet: Fleet) -> None:
+    tenants = [fleet.tenant(name=f"Tenant {n}") for n in range(3)]
+    for scenario in tenants:
+        await fleet.watch(scenario, "C0QUIET")
+    for _ in range(3):
+        result = await fleet.sweep()
+        assert result["tenants"] == 3 and result["checked"] == 3
+        assert result["changed"] == result["notified"] == result["unknown"] == 0
+        assert set(result) == {"tenants", "checked", "changed", "notified", "unknown", "duration_ms"}
+    assert fleet.posts("C0QUIET") == []
+
+
+async def test_a_revoked_permission_is_one_message_naming_it_and_who(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Fabrikam")
+    await fleet.watch(scenario, "C0DRIFT")
+    scenario.revoke(GRAPH_APP_ID, "AuditLog.Read.All", by="mallory@fabrikam.onmicrosoft.com")
+    result = await fleet.sweep()
+    assert result["changed"] == 1 and result["notified"] == 1
+    (message,) = fleet.posts("C0DRIFT")
+    text = text_of(message)
+    assert message["text"].startswith("Drift: Fabrikam")
+    assert "AuditLog.Read.All" in text and "pass → *fail*" in text
+    assert "Log and event ingest" in text  # what stops working
+    assert "Remove app role assignment from service principal" in text
+    assert "mallory@fabrikam.onmicrosoft.com" in text
+    assert "Ready" in text and "Blocked" in text  # the verdict before → after
+    assert "last good" in text
+    for label in ("Re-check", "Start consent", "Acknowledge", "Snooze 24 h"):
+        assert label in text
+    # Nothing new: nothing said.
+    await fleet.sweep()
+    assert len(fleet.posts("C0DRIFT")) == 1
+
+    scenario.grant_all(GRAPH_APP_ID, "AuditLog.Read.All")  # an admin puts it back
+    result = await fleet.sweep()
+    assert result["changed"] == 1
+    recovered = fleet.posts("C0DRIFT")[-1]
+    assert recovered["text"].startswith("Recovered: Fabrikam") and "AuditLog.Read.All" in text_of(recovered)
+
+
+async def test_when_the_audit_cannot_be_read_it_says_so_and_still_notifies(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Northwind")
+    await fleet.watch(scenario, "C0NOAUDIT")
+    scenario.revoke(GRAPH_APP_ID, "AuditLog.Read.All")
+    scenario.audit_forbidden = True
+    await fleet.sweep()
+    (message,) = fleet.posts("C0NOAUDIT")
+    assert "The directory audit could not be read" in text_of(message)
+    assert "Insufficient privileges" in text_of(message)
+
+
+async def test_unknown_is_announced_only_when_it_lasts_two_sweeps(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Flaky")
+    await fleet.watch(scenario, "C0FLAKY")
+    # A 500 is not retried and says nothing about when to come back: the check is simply unknown.
+    outage = fleet.microsoft.fail(r"\$batch", 500, service="graph")
+    try:
+        result = await fleet.sweep()
+        assert result["unknown"] == 1 and fleet.posts("C0FLAKY") == []
+    finally:
+        fleet.microsoft.faults.remove(outage)
+    await fleet.sweep()  # readable again: the streak ends, nothing to say
+    assert fleet.posts("C0FLAKY") == []
+    outage = fleet.microsoft.fail(r"\$batch", 500, service="graph")
+    try:
+        await fleet.sweep()
+        assert fleet.posts("C0FLAKY") == []
+        await fleet.sweep()
+        (message,) = fleet.posts("C0FLAKY")
+        assert "Could not check Flaky twice in a row" in message["text"] or "twice in a row" in text_of(message)
+        await fleet.sweep()
+        assert len(fleet.posts("C0FLAKY")) == 1, "announced once, not every sweep"
+    finally:
+        fleet.microsoft.faults.remove(outage)
+
+
+async def test_many_changed_tenants_make_one_digest_per_channel(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
+) -> None:
+    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_digest_threshold=2)
+    async with running_worker(settings, microsoft, fake_slack) as fleet:
+        tenants = [fleet.tenant(name=f"Digest {n}") for n in range(3)]
+        await fleet.watch(tenants[0], "C0EACH")
+        for scenario in tenants:
+            await fleet.watch(scenario, "C0DIGEST")
+            scenario.revoke(GRAPH_APP_ID, "Domain.Read.All")
+        result = await fleet.sweep()
+        assert result["changed"] == 3 and result["notified"] == 3
+        (digest,) = fleet.posts("C0DIGEST")
+        assert digest["text"].startswith("Drift in 3 tenants")
+        assert "Lost* `Domain.Read.All` in 3: Digest 0, Digest 1, Digest 2" in text_of(digest)
+        (single,) = fleet.posts("C0EACH")  # one change in that channel: its own message
+        assert single["text"].startswith("Drift: Digest 0")
+
+
+async def test_a_revision_is_announced_once_across_workers_and_restarts(
+    settings: Settings, microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
+) -> None:
+    async with running_worker(settings, microsoft, fake_slack) as fleet:  # the very first start: records, no post
+        scenario = fleet.tenant(version="v5", name="Behind")
+        await fleet.watch(scenario, "C0REV")
+        await fleet.settled()
+    assert fleet.posts("C0REV") == []
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set(f"{redis_prefix}catalog:announced", "v5")  # as if v6 had just been published
+    finally:
+        await client.aclose()
+    async with running_worker(settings, microsoft, fake_slack) as first, \
+            running_worker(settings, microsoft, fake_slack) as second:
+        await first.settled()
+        await second.settled()
+    posts = fleet.posts("C0REV")
+    (announcement,) = [p for p in posts if "new revision" in text_of(p).lower()]
+    assert "v6" in announcement["text"] and "1 of 1 watched tenants lack" in announcement["text"]
+    async with running_worker(settings, microsoft, fake_slack) as again:
+        await again.settled()
+    assert len([p for p in fleet.posts("C0REV") if "new revision" in text_of(p).lower()]) == 1
+
+
+async def test_slack_429_during_a_burst_is_honoured_and_nothing_is_lost(fleet: Fleet) -> None:
+    tenants = [fleet.tenant(name=f"Burst {n}") for n in range(3)]
+    for scenario in tenants:
+        await fleet.watch(scenario, "C0BURST")
+        scenario.revoke(GRAPH_APP_ID, "User.Read.All")
+    fleet.fake.rate_limit("chat.postMessage", retry_after=1, times=4)
+    await fleet.sweep()
+    posted = fleet.posts("C0BURST")
+    assert sorted(p["text"].split(".")[0] for p in posted) == [f"Drift: Burst {n}" for n in range(3)]
+    times = [c.at for c in fleet.fake.calls_to("chat.postMessage") if c.ok and c.args.get("channel") == "C0BURST"]
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times)), "one message a second per channel"
+
+
+async def test_a_channel_the_bot_left_marks_the_subscription_broken(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Orphan")
+    await fleet.watch(scenario, "C0GONE")
+    scenario.revoke(GRAPH_APP_ID, "User.Read.All")
+    fleet.fake.fail("chat.postMessage", error="channel_not_found", times=1)
+    await fleet.sweep()  # the sweep finishes all the same
+    broken = await fleet.runtime.drift.store.broken()
+    assert "channel_not_found" in broken[("C0GONE", scenario.tenant_id)]
+
+
+async def test_throttled_tenants_are_rescheduled_then_counted_unknown(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Throttled")
+    await fleet.watch(scenario, "C0SLOW")
+    fault = fleet.microsoft.throttle(r"\$batch", retry_after=1, times=None)  # beyond every retry, every time
+    try:
+        result = await fleet.sweep(within=90)
+    finally:
+        fleet.microsoft.faults.remove(fault)
+    assert result["unknown"] == 1 and result["checked"] == 1
+    batches = fleet.microsoft.recorded("graph", path=r"\$batch")
+    assert len(batches) >= 4 * 4, "rescheduled three times after the first try, each with its retries"
