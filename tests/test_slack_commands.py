@@ -217,3 +217,14 @@ async def test_a_command_that_mentions_payload_is_still_a_command(slack: SlackSi
     # Bolt takes any form body containing the word "payload" for a button click; ours is read as the command it is.
     answer = await ask(slack, fake_slack, "search payload")
     assert answer["text"].startswith(("Search payload", "Nothing in the catalog matches"))
+
+
+def test_escaped_command_text_reads_as_typed():
+    from handlers.router import parse_command
+
+    request, _ = parse_command("check <http://contoso.onmicrosoft.com|contoso.onmicrosoft.com>")
+    assert request.args == ("contoso.onmicrosoft.com",)
+    request, _ = parse_command("watch contoso.onmicrosoft.com <#C0123ABC|onboarding>")
+    assert request.args == ("contoso.onmicrosoft.com", "<#C0123ABC|onboarding>")
+    request, _ = parse_command("search R&amp;D &lt;x&gt;")
+    assert request.args == ("R&D <x>",)
