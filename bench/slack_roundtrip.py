@@ -55,25 +55,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
-import gc
-import hashlib
-import hmac
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from _harness import (
+    AUTH_TEST,
+    Connection,
+    StandIn,
+    Tally,
+    child_env,
+    forget_keys,
+    free_port,
+    metered,
+    pct,
+    run_main,
+    serve_bolt,
+    serve_null,
+    signed_post,
+    spawn,
+    stop,
+    wait_listening,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT_TOKEN = "xoxb-bench-bot-token"
@@ -94,66 +105,8 @@ WARMUP_SEQUENTIAL = 50
 ANSWER_TIMEOUT = 30.0
 
 # ----------------
-#  HTTP/1.1 over asyncio streams (client, stand-in Slack and the null server share it)
-# ----------------
-
-async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes] | None:
-    """(start line, lower-cased headers, body) of one request or response; None when the peer closed."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise
-        return None
-    start, *lines = head[:-4].split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        body = bytearray()
-        while size := int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-            pass
-        return start, headers, bytes(body)
-    length = int(headers.get(b"content-length", b"0"))
-    return start, headers, (await reader.readexactly(length) if length else b"")
-
-
-Handler = Callable[[str, bytes], Awaitable[bytes]]
-
-
-def http_server(handle: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """A keep-alive HTTP/1.1 server callback: `handle(path, body)` returns a JSON body sent with 200."""
-
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (message := await read_message(reader)) is not None:
-                start, _, body = message
-                payload = await handle(start.split(b" ", 2)[1].decode(), body)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
-                )
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    return on_connection
-
-
-# ----------------
 #  children: the apps under test
 # ----------------
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def serve_itdr(port: int, api_url: str) -> None:
@@ -178,66 +131,28 @@ def serve_itdr(port: int, api_url: str) -> None:
 
 def serve_minimal(port: int, api_url: str) -> None:
     """A Bolt app whose /itdr listener only acks, on the same stack and uvicorn options as `itdr serve`."""
-    import uvicorn
-    from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
-    from slack_bolt.async_app import AsyncApp
-    from slack_sdk.web.async_client import AsyncWebClient
-    from starlette.applications import Starlette
-    from starlette.routing import Route
 
-    app = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url), signing_secret=SIGNING_SECRET)
+    def register(app: Any) -> None:
+        @app.command("/itdr")
+        async def only_ack(ack: Any) -> None:
+            await ack()
 
-    @app.command("/itdr")
-    async def only_ack(ack: Any) -> None:
-        await ack()
-
-    handler = AsyncSlackRequestHandler(app)
-
-    async def events(request: Any) -> Any:
-        return await handler.handle(request)
-
-    asgi = Starlette(routes=[Route("/slack/events", events, methods=["POST"])])
-    uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",
-                proxy_headers=True, forwarded_allow_ips="*", log_config=None)
+    serve_bolt(port, api_url, BOT_TOKEN, SIGNING_SECRET, register)
 
 
-def serve_null(port: int, api_url: str) -> None:
-    """The harness floor: an empty 200 for every request."""
-
-    async def nothing(path: str, body: bytes) -> bytes:
-        return b""
-
-    async def main() -> None:
-        server = await asyncio.start_server(http_server(nothing), "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
-
-
-CHILDREN = {"itdr": serve_itdr, "minimal": serve_minimal, "null": serve_null}
+CHILDREN = {"itdr": serve_itdr, "minimal": serve_minimal, "null": lambda port, api_url: serve_null(port)}
 
 # ----------------
 #  parent: stand-in Slack, load client, report
 # ----------------
 
 
-class Slack:
+class Slack(StandIn):
     """auth.test for both apps and, in legacy mode, the response_url receiver that completes an itdr answer."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.waiting: dict[str, asyncio.Future[tuple[float, bytes]]] = {}
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(http_server(self.handle), "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def handle(self, path: str, body: bytes) -> bytes:
         if path.startswith("/response/"):
@@ -245,7 +160,7 @@ class Slack:
             if future is not None and not future.done():
                 future.set_result((time.perf_counter(), body))
             return b'{"ok": true}'
-        return b'{"ok": true, "team_id": "T111", "user_id": "W999", "bot_id": "B999"}'
+        return AUTH_TEST
 
 
 def slash_command(port: int, text: str, response_url: str, trigger_id: str) -> bytes:
@@ -254,13 +169,7 @@ def slash_command(port: int, text: str, response_url: str, trigger_id: str) -> b
         "command": "/itdr", "text": text, "team_id": "T111", "user_id": "U111", "channel_id": "C111",
         "response_url": response_url, "trigger_id": trigger_id,
     }).encode()
-    ts = str(int(time.time())).encode()
-    signature = hmac.new(SIGNING_SECRET.encode(), b"v0:" + ts + b":" + body, hashlib.sha256).hexdigest().encode()
-    return (
-        b"POST /slack/events HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/x-www-form-urlencoded\r\n"
-        b"content-length: %d\r\nx-slack-request-timestamp: %s\r\nx-slack-signature: v0=%s\r\n\r\n%s"
-        % (port, len(body), ts, signature, body)
-    )
+    return signed_post(port, body, SIGNING_SECRET)
 
 
 def check_answer(payload: dict[str, Any], expected: str) -> str | None:
@@ -289,38 +198,14 @@ class Target:
         return self.name == "itdr"
 
 
-class Client:
-    """One keep-alive connection of the load client.
-
-    uvicorn closes a keep-alive connection after 5 s without a request; one idle longer than `MAX_IDLE` (the other
-    app's turn) is opened again before the clock starts."""
-
-    MAX_IDLE = 4.0
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.last_used = 0.0
+class Client(Connection):
+    """One keep-alive connection of the load client (see `Connection`), sending slash commands."""
 
     @classmethod
     async def open(cls, port: int) -> Client:
         client = cls(port)
         await client.connect()
         return client
-
-    async def connect(self) -> None:
-        await self.close()
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.last_used = time.monotonic()
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(ConnectionError):
-                await self.writer.wait_closed()
-            self.reader = self.writer = None
 
     async def one(self, target: Target, slack: Slack) -> float:
         """One slash command; the seconds from sending it until it is complete (see the module docstring)."""
@@ -334,19 +219,8 @@ class Client:
         if target.answers and target.legacy:
             posted = asyncio.get_running_loop().create_future()
             slack.waiting[rid] = posted
-        if self.reader is None or self.reader.at_eof() or time.monotonic() - self.last_used > self.MAX_IDLE:
-            await self.connect()
-        assert self.reader is not None and self.writer is not None
-        started = time.perf_counter()
-        self.writer.write(raw)
-        message = await read_message(self.reader)
-        done = time.perf_counter()
-        self.last_used = time.monotonic()
-        if message is None:
-            raise RuntimeError(f"{target.name} closed the connection")
-        start, _, body = message
-        if start[9:12] != b"200":
-            raise RuntimeError(f"{target.name} answered {start.decode(errors='replace')}: {body[:200]!r}")
+        await self.ready()
+        started, done, body = await self.exchange(raw, target.name)
         if not target.answers:
             return done - started
         if posted is not None:
@@ -361,48 +235,17 @@ class Client:
         return done - started
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process's main thread (where its event loop runs), in nanoseconds from /proc/PID/schedstat;
-    utime + stime in clock ticks (10 ms) where that file is missing."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Tally:
-    samples: list[float] = field(default_factory=list)
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-    idle_cpu: float = 0.0  # what the other app used meanwhile
-
-    def add(self, other: Tally) -> None:
-        self.samples += other.samples
-        self.server_cpu += other.server_cpu
-        self.client_cpu += other.client_cpu
-        self.idle_cpu += other.idle_cpu
-
-
 async def batch(target: Target, clients: list[Client], slack: Slack, requests: int, idle: list[Target]) -> Tally:
     """`requests` measured slash commands, `len(clients)` at a time."""
     counter = iter(range(requests))
-    samples: list[float] = []
+    tally = Tally()
 
     async def worker(client: Client) -> None:
         for _ in counter:
-            samples.append(await client.one(target, slack))
+            tally.samples.append(await client.one(target, slack))
 
-    idle_before = sum(cpu_seconds(other.proc.pid) for other in idle)
-    server_before, client_before = cpu_seconds(target.proc.pid), time.process_time()
-    gc.disable()
-    try:
+    with metered(tally, target.proc.pid, [other.proc.pid for other in idle]):
         await asyncio.gather(*(worker(client) for client in clients))
-    finally:
-        gc.enable()
-    tally = Tally(samples, cpu_seconds(target.proc.pid) - server_before, time.process_time() - client_before,
-                  sum(cpu_seconds(other.proc.pid) for other in idle) - idle_before)
-    gc.collect()
     return tally
 
 
@@ -415,11 +258,6 @@ async def warm_up(target: Target, slack: Slack, concurrency: int) -> list[Client
             await clients[0].one(target, slack)
     await batch(target, clients, slack, 2 * concurrency, [])
     return clients
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
 def row(concurrency: int, name: str, tally: Tally) -> str:
@@ -446,66 +284,24 @@ async def measure_level(
     return tallies
 
 
-async def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"child exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 REDIS_PREFIX = f"itdr-bench:{uuid.uuid4().hex[:8]}:"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(name: str, api_url: str, root: Path) -> Target:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
-    env["PYTHONPATH"] = str(root)
-    env["REDIS_PREFIX"] = REDIS_PREFIX
+def spawn_target(name: str, api_url: str, root: Path) -> Target:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, f"--child={name}", f"--port={port}", f"--api-url={api_url}"],
-        # Its own session, so Ctrl-C reaches only this process, which stops the children itself; the parent-death
-        # signal stops them if this process is killed outright.
-        env=env, cwd=root, start_new_session=True, preexec_fn=_die_with_parent,
-    )
+    proc = spawn([sys.executable, __file__, f"--child={name}", f"--port={port}", f"--api-url={api_url}"],
+                 cwd=root, env=child_env(root, REDIS_PREFIX=REDIS_PREFIX))
     return Target(name, port, proc)
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def run(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # unwinds through the finally below
     slack = Slack()
     await slack.start()
-    api_url = f"http://127.0.0.1:{slack.port}/api/"
+    api_url = slack.api_url
     targets: dict[str, Target] = {}
     try:
         for name in ("null", *APPS):
-            targets[name] = spawn(name, api_url, args.root)
+            targets[name] = spawn_target(name, api_url, args.root)
         targets["itdr"].legacy = args.legacy_response_url
         for target in targets.values():
             await wait_listening(target.port, target.proc)
@@ -553,22 +349,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         stop([target.proc for target in targets.values()])
         await slack.aclose()
-        await forget_keys()
-
-
-async def forget_keys() -> None:
-    """Leave a shared Redis as we found it (an embedded one died with the itdr child)."""
-    if not os.environ.get("REDIS_URL"):
-        return
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(os.environ["REDIS_URL"])
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+        await forget_keys(os.environ.get("REDIS_URL"), REDIS_PREFIX)
 
 
 def main() -> int:
@@ -589,11 +370,7 @@ def main() -> int:
     if args.requests < args.rounds or min(args.concurrency) < 1:
         parser.error("--requests must be at least --rounds, and every --concurrency at least 1")
     args.root = args.root.resolve()
-    try:
-        return asyncio.run(run(args))  # Ctrl-C or SIGTERM: run() stops every child and deletes its keys first
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: children stopped", file=sys.stderr)
-        return 130
+    return run_main(lambda: run(args))  # Ctrl-C or SIGTERM: run() stops every child and deletes its keys first
 
 
 if __name__ == "__main__":
