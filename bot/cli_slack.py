@@ -8,6 +8,7 @@ naming the variable (exit status 2), never a traceback and never the value.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,14 +22,16 @@ EXIT_CONFIG = 2
 def settings_for(mode: Mode, **overrides: object) -> Settings | None:
     """Settings for `mode` with logging set up, or None after printing the one-line reason they are unusable."""
     from bot.logging import setup_logging
-    from bot.settings import ConfigError, load_settings
+    from bot.settings import ConfigError, Mode, load_settings
 
     try:
         settings = load_settings(mode, **{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         print(f"itdr: {exc}", file=sys.stderr)
         return None
-    setup_logging(settings.log_level)
+    # A one-shot command says what matters on its own; its log shows only warnings unless LOG_LEVEL asks for more.
+    quiet = mode is Mode.CLI and "LOG_LEVEL" not in os.environ
+    setup_logging("WARNING" if quiet else settings.log_level)
     return settings
 
 

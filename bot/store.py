@@ -150,7 +150,7 @@ class State:
         try:
             yield self.client
         except (RedisError, OSError) as exc:
-            log.warning("redis unavailable while trying to %s: %s", what, type(exc).__name__)
+            log.info("redis unavailable while trying to %s: %s", what, type(exc).__name__)
             raise StateUnavailable(what) from exc
 
     async def persistence(self) -> tuple[bool, bool] | None:

@@ -54,6 +54,7 @@ async def handle_error(
         message = notice_message("That button is out of date. Ask again with `/itdr`.")
         log.warning("bad button payload")
     elif isinstance(error, StateUnavailable):  # a decision was not recorded: say so, never pretend
+        log.warning("state unavailable: could not %s", error.what)
         message = notice_message(str(error))
     else:
         error_id = new_error_id()

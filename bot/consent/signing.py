@@ -38,7 +38,7 @@ class Signer:
             return cls(settings.itdr_state_secret.get_secret_value().encode())
         base = settings.secret("slack_signing_secret") or settings.secret("slack_app_token")
         if not base:
-            log.info("no ITDR_STATE_SECRET or Slack secret: consent links are signed with a per-process key")
+            log.debug("no ITDR_STATE_SECRET or Slack secret: consent links are signed with a per-process key")
             return cls(secrets.token_bytes(32))
         # A derived key, so a leaked consent state never says anything about the Slack secret itself.
         return cls(hmac.new(base.encode(), b"itdr consent state v1", hashlib.sha256).digest())

@@ -62,7 +62,7 @@ async def watch(
     new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
     where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
     status = "now watches" if new else "already watched"
-    await respond(**notice_message(f"{where.capitalize()} {status} {tenant.label}: its verdict is "
+    await respond(**notice_message(f"{where[0].upper()}{where[1:]} {status} {tenant.label}: its verdict is "
                                    f"{report.verdict.value}.").to_response())
 
 
