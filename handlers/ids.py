@@ -50,6 +50,7 @@ class BlockId(StrEnum):
     ANSWER_ACTIONS = "itdr-answer-actions"
     HOME_QUICK = "itdr-home-quick"
     HOME_PANEL = "itdr-home-panel"
+    HOME_FLEET = "itdr-home-fleet"
     CHECK_EXPLAIN = "itdr-check-explain"
     CONSENT_HEADER = "consent-header"
     CONSENT_TENANT = "consent-tenant"

@@ -268,3 +268,13 @@ async def test_itdr_sweep_wait_json_reports_the_sweep(
         await fleet.settled()
         (message,) = fleet.posts("C0SWEPT")
         assert message["text"].startswith("Drift: Swept")
+
+
+async def test_the_home_tab_shows_the_fleet(
+    slack: SlackSim, fake_slack: FakeSlack, microsoft: FakeMicrosoft, store: DriftStore
+) -> None:
+    await command(slack, fake_slack, f"watch {tenant(microsoft, 'Homely').tenant_id}")
+    await slack.event(slack.home_opened_event())
+    (publish,) = await fake_slack.wait_for("views.publish")
+    text = json.dumps(publish.args["view"]["blocks"], ensure_ascii=False)
+    assert "ITDR fleet" in text and "*1 watched tenants*" in text and "Ready 1" in text

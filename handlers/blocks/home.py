@@ -31,8 +31,20 @@ def _names(names: Any, sign: str) -> list[str]:
     return [f"{sign} `{escape(name)}`" for name in names]
 
 
-def home_view(catalog: Any, panel: Message | None = None) -> dict[str, Any]:
-    """The Home tab view (≤ 100 blocks). `panel` is an answer shown below the quick buttons."""
+def _prefixed(message: Message, prefix: str, room: int) -> list[Block]:
+    """A message's blocks inside the view (block_ids must stay unique within it)."""
+    blocks = []
+    for block in message.blocks[:room]:
+        block = dict(block)
+        if "block_id" in block:
+            block["block_id"] = f"{prefix}-{block['block_id']}"
+        blocks.append(block)
+    return blocks
+
+
+def home_view(catalog: Any, panel: Message | None = None, fleet: Message | None = None) -> dict[str, Any]:
+    """The Home tab view (≤ 100 blocks): the catalog, the fleet summary, and `panel`, an answer shown below the
+    quick buttons."""
     latest = catalog.latest
     blocks: list[Block] = [
         header("ITDR permission catalog", BlockId.HEADER),
@@ -58,12 +70,10 @@ def home_view(catalog: Any, panel: Message | None = None) -> dict[str, Any]:
         )
     )
     blocks.append(context("Ask in any channel: `/itdr why Mail.ReadWrite`, `/itdr diff v4 v5`, `/itdr search audit`."))
-    if panel is not None:
-        room = MAX_VIEW_BLOCKS - len(blocks) - 1
+    if fleet is not None:
         blocks.append(divider())
-        for block in panel.blocks[:room]:  # block_ids must stay unique within the view
-            block = dict(block)
-            if "block_id" in block:
-                block["block_id"] = f"{BlockId.HOME_PANEL}-{block['block_id']}"
-            blocks.append(block)
+        blocks += _prefixed(fleet, BlockId.HOME_FLEET, 12)
+    if panel is not None:
+        blocks.append(divider())
+        blocks += _prefixed(panel, BlockId.HOME_PANEL, MAX_VIEW_BLOCKS - len(blocks))
     return {"type": "home", "callback_id": "itdr-home", "blocks": blocks[:MAX_VIEW_BLOCKS]}
