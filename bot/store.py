@@ -24,13 +24,15 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, WatchError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long a delivery (event_id / trigger_id) is remembered, so Slack retries are recognised.
 DELIVERY_TTL_SECONDS = 3600
@@ -152,6 +154,18 @@ class State:
         except (RedisError, OSError) as exc:
             log.info("redis unavailable while trying to %s: %s", what, type(exc).__name__)
             raise StateUnavailable(what) from exc
+
+    async def atomically(self, what: str, keys: list[str], body: Callable[[Pipeline], Awaitable[T]]) -> T:
+        """Optimistic transaction: WATCH `keys`, then `body` reads them (the pipeline answers at once until
+        `pipe.multi()`), queues its writes and executes; run again whenever another writer changed a watched key
+        first, so every decision is made on the state it changes."""
+        async with self.guard(what) as redis, redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*keys)
+                    return await body(pipe)
+                except WatchError:
+                    await pipe.reset()
 
     async def persistence(self) -> tuple[bool, bool] | None:
         """(AOF on, RDB snapshots on), or None when Redis cannot say (down, or CONFIG disabled)."""

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
 from bot.store import State
@@ -153,40 +152,34 @@ class ConsentStore:
         """Claim the one open slot for the request's tenant and revision. Returns the request already holding it,
         or None when this one now does (it is not saved until `save_new`)."""
         key = self._open(request.tenant.id, request.version)
-        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    holder = await pipe.get(key)
-                    if holder is not None:
-                        raw = await pipe.get(self._request(_text(holder)))
-                        existing = ConsentRequest.model_validate_json(raw) if raw else None
-                        if existing is not None and existing.state.open:
-                            await pipe.unwatch()
-                            return existing
-                        # The slot is held by a request that was never posted or has closed: free it.
-                    pipe.multi()
-                    pipe.set(key, request.id, exat=int(request.expires_at.timestamp()))
-                    await pipe.execute()
-                    return None
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> ConsentRequest | None:
+            holder = await pipe.get(key)
+            if holder is not None:
+                raw = await pipe.get(self._request(_text(holder)))
+                existing = ConsentRequest.model_validate_json(raw) if raw else None
+                if existing is not None and existing.state.open:
+                    return existing
+                # The slot is held by a request that was never posted or has closed: take it over.
+            pipe.multi()
+            pipe.set(key, request.id, exat=int(request.expires_at.timestamp()))
+            await pipe.execute()
+            return None
+
+        return await self.state.atomically("record the consent request", [key], body)
 
     async def release(self, request: ConsentRequest) -> None:
         """Give the slot back (the card could not be posted)."""
         key = self._open(request.tenant.id, request.version)
-        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    holder = await pipe.get(key)
-                    pipe.multi()
-                    if holder is not None and _text(holder) == request.id:
-                        pipe.delete(key)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> None:
+            holder = await pipe.get(key)
+            pipe.multi()
+            if holder is not None and _text(holder) == request.id:
+                pipe.delete(key)
+            await pipe.execute()
+
+        await self.state.atomically("record the consent request", [key], body)
 
     async def save_new(self, request: ConsentRequest) -> None:
         """Record a posted request, its card and the `requested` audit entry, together."""
@@ -210,27 +203,24 @@ class ConsentStore:
             await pipe.execute()
 
     async def apply(self, request_id: str, rule: Callable[[ConsentRequest], Outcome], what: str) -> Outcome:
-        """Read the request, apply `rule`, and write the result and its audit records atomically (retried when
-        another writer got there first, so every attempt sees the state it acts on)."""
+        """Read the request, apply `rule`, and write the result and its audit records atomically (see
+        `State.atomically`: every attempt sees the state it acts on)."""
         key = self._request(request_id)
-        async with self.state.guard(what) as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        await pipe.unwatch()
-                        raise UnknownRequest(request_id)
-                    outcome = rule(ConsentRequest.model_validate_json(raw))
-                    pipe.multi()
-                    if outcome.changed:
-                        self._write(pipe, outcome.request)
-                    for entry in outcome.audit:
-                        self._append(pipe, outcome.request, entry)
-                    await pipe.execute()
-                    return outcome
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> Outcome:
+            raw = await pipe.get(key)
+            if raw is None:
+                raise UnknownRequest(request_id)
+            outcome = rule(ConsentRequest.model_validate_json(raw))
+            pipe.multi()
+            if outcome.changed:
+                self._write(pipe, outcome.request)
+            for entry in outcome.audit:
+                self._append(pipe, outcome.request, entry)
+            await pipe.execute()
+            return outcome
+
+        return await self.state.atomically(what, [key], body)
 
     def _write(self, pipe: Pipeline, request: ConsentRequest) -> None:
         pipe.set(self._request(request.id), request.model_dump_json(), exat=self._keep_until(request))

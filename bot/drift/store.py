@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from bot.drift.audit import AuditEvent, Revocations
 from bot.drift.model import Change, Snapshot
+from bot.readiness.model import Verdict
 from bot.store import State
 
 SWEEP_TTL_SECONDS = 7 * 24 * 3600
@@ -175,49 +176,41 @@ class DriftStore:
         """Read the snapshot, apply `step`, write the new snapshot and (in a sweep) record the change and the
         tenant as checked, all in one transaction: a job run twice announces a change once."""
         key = self.key("snap", tenant)
-        async with self.state.guard("record the tenant's snapshot") as redis, \
-                redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    if sweep is not None and await pipe.sismember(self.key("sweep", sweep, "done"), tenant):
-                        await pipe.unwatch()
-                        return None  # already counted in this sweep (a job run again after a lost worker)
-                    raw = await pipe.get(key)
-                    previous = Snapshot.model_validate_json(raw) if raw else None
-                    snapshot, change = step(previous)
-                    pipe.multi()
-                    pipe.set(key, snapshot.model_dump_json())
-                    if sweep is not None:
-                        pipe.sadd(self.key("sweep", sweep, "done"), tenant)
-                        if change is not None and change.announce:
-                            pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
-                            pipe.hincrby(self.key("sweep", sweep), "changed", 1)
-                        if change is not None and change.verdict_after.value == "unknown":
-                            pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
-                    await pipe.execute()
-                    return change
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> Change | None:
+            if sweep is not None and await pipe.sismember(self.key("sweep", sweep, "done"), tenant):
+                return None  # already counted in this sweep (a job run again after a lost worker)
+            raw = await pipe.get(key)
+            snapshot, change = step(Snapshot.model_validate_json(raw) if raw else None)
+            pipe.multi()
+            pipe.set(key, snapshot.model_dump_json())
+            if sweep is not None:
+                pipe.sadd(self.key("sweep", sweep, "done"), tenant)
+                if change is not None and change.announce:
+                    pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
+                    pipe.hincrby(self.key("sweep", sweep), "changed", 1)
+                if change is not None and change.verdict_after is Verdict.unknown:
+                    pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
+            await pipe.execute()
+            return change
+
+        return await self.state.atomically("record the tenant's snapshot", [key], body)
 
     async def set_snapshot(self, tenant: str, edit: Callable[[Snapshot], Snapshot], what: str) -> Snapshot | None:
         """Change a stored snapshot (acknowledge, snooze) atomically; None when there is none."""
         key = self.key("snap", tenant)
-        async with self.state.guard(what) as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        await pipe.unwatch()
-                        return None
-                    snapshot = edit(Snapshot.model_validate_json(raw))
-                    pipe.multi()
-                    pipe.set(key, snapshot.model_dump_json())
-                    await pipe.execute()
-                    return snapshot
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> Snapshot | None:
+            raw = await pipe.get(key)
+            if raw is None:
+                return None
+            snapshot = edit(Snapshot.model_validate_json(raw))
+            pipe.multi()
+            pipe.set(key, snapshot.model_dump_json())
+            await pipe.execute()
+            return snapshot
+
+        return await self.state.atomically(what, [key], body)
 
     # --- sweeps ---------------------------------------------------------------------------------------
 
@@ -251,22 +244,19 @@ class DriftStore:
         """The sweep's changes, exactly once across every caller (None for all but the first)."""
         key = self.key("sweep", sweep)
         changes_key = self.key("sweep", sweep, "changes")
-        async with self.state.guard("finish the sweep") as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    if await pipe.hexists(key, "finished") or not await pipe.exists(key):
-                        await pipe.unwatch()
-                        return None
-                    raw = cast(list[bytes], await pipe.lrange(changes_key, 0, -1))
-                    pipe.multi()
-                    pipe.hset(key, "finished", now.isoformat())
-                    pipe.delete(changes_key)
-                    pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
-                    await pipe.execute()
-                    return [Change.model_validate_json(item) for item in raw]
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> list[Change] | None:
+            if await pipe.hexists(key, "finished") or not await pipe.exists(key):
+                return None
+            raw = cast(list[bytes], await pipe.lrange(changes_key, 0, -1))
+            pipe.multi()
+            pipe.hset(key, "finished", now.isoformat())
+            pipe.delete(changes_key)
+            pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
+            await pipe.execute()
+            return [Change.model_validate_json(item) for item in raw]
+
+        return await self.state.atomically("finish the sweep", [key], body)
 
     async def save_who(self, sweep: str, tenant: str, who: Revocations) -> None:
         """The directory audit behind a tenant's drift, kept for the sweep's announcement."""
@@ -301,21 +291,18 @@ class DriftStore:
         the change; None on the very first start (recorded, nothing to announce) or when another process already
         has (once across every worker and restart)."""
         key = self.key("catalog", "announced")
-        async with self.state.guard("record the announcement") as redis, redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    before = _text(raw) if raw else None
-                    if before == latest:
-                        await pipe.unwatch()
-                        return None
-                    pipe.multi()
-                    pipe.set(key, latest)
-                    await pipe.execute()
-                    return before
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> str | None:
+            raw = await pipe.get(key)
+            before = _text(raw) if raw else None
+            if before == latest:
+                return None
+            pipe.multi()
+            pipe.set(key, latest)
+            await pipe.execute()
+            return before
+
+        return await self.state.atomically("record the announcement", [key], body)
 
     async def claim(self, name: str, ttl: int) -> bool:
         """A one-time claim (a notification posted once)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -38,21 +39,29 @@ async def _show(outcome: Outcome, consent: ConsentService, client: AsyncWebClien
         await respond(**notice_message(outcome.refusal).to_response())
 
 
+async def _decide(
+    consent: ConsentService, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+    client: AsyncWebClient, decide: Callable[[str, str], Awaitable[Outcome]],
+) -> None:
+    """A click that decides: the request it names, the decision by the clicker, then the card or a refusal."""
+    request_id = await _request_id(consent, body, action, respond)
+    if request_id is None:
+        return
+    try:
+        outcome = await decide(request_id, body["user"]["id"])
+    except UnknownRequest:
+        await respond(**notice_message(UNKNOWN).to_response())
+        return
+    await _show(outcome, consent, client, respond)
+
+
 async def handle_consent_approve_action(
     ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
     consent: ConsentService,
 ) -> None:
     """Handles Approve: one atomic decision; the card changes once per state, a refusal is told privately."""
     await ack()
-    request_id = await _request_id(consent, body, action, respond)
-    if request_id is None:
-        return
-    try:
-        outcome = await consent.approve(request_id, body["user"]["id"])
-    except UnknownRequest:
-        await respond(**notice_message(UNKNOWN).to_response())
-        return
-    await _show(outcome, consent, client, respond)
+    await _decide(consent, body, action, respond, client, consent.approve)
 
 
 async def handle_consent_deny_action(
@@ -99,15 +108,11 @@ async def handle_consent_verify_action(
 ) -> None:
     """Handles Verify now: a fresh readiness check, shown on the card (verified, or what is still missing)."""
     await ack()
-    request_id = await _request_id(consent, body, action, respond)
-    if request_id is None:
-        return
-    try:
-        verification = await consent.verify(request_id, body["user"]["id"])
-    except UnknownRequest:
-        await respond(**notice_message(UNKNOWN).to_response())
-        return
-    await _show(verification.outcome, consent, client, respond)
+
+    async def verify(request_id: str, actor: str) -> Outcome:
+        return (await consent.verify(request_id, actor)).outcome
+
+    await _decide(consent, body, action, respond, client, verify)
 
 
 async def handle_consent_grant_action(ack: AsyncAck) -> None:
