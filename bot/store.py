@@ -29,6 +29,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 log = logging.getLogger(__name__)
@@ -183,12 +186,16 @@ class RedisConnections:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
+        # A connection left over from before a Redis restart fails once: one retry on a fresh connection. (A
+        # WATCHed transaction is never retried by redis-py: it raises and `State.atomically` starts it again.)
         self._cache_client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False, health_check_interval=30
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False, health_check_interval=30,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
         )
         # State waits longer than the cache: a decision is worth a second, but must still fail visibly.
         self._state_client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=5.0, retry_on_timeout=False, health_check_interval=30
+            url, socket_connect_timeout=2.0, socket_timeout=5.0, retry_on_timeout=False, health_check_interval=30,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
         )
         self._queue_client: aioredis.Redis | None = None
         self.cache = Cache(self._cache_client, prefix)
@@ -197,7 +204,10 @@ class RedisConnections:
     def queue_client(self) -> aioredis.Redis:
         """A client for job queues: no socket timeout (they block on BLMOVE), a bounded connect timeout."""
         if self._queue_client is None:
-            self._queue_client = aioredis.Redis.from_url(self.url, socket_connect_timeout=5.0)
+            self._queue_client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=5.0, health_check_interval=30, retry=Retry(NoBackoff(), 1),
+                retry_on_error=[RedisConnectionError],
+            )
         return self._queue_client
 
     async def aclose(self) -> None:

@@ -15,10 +15,12 @@ At start a worker announces a catalog revision no worker has announced yet (once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from redis.exceptions import RedisError
 from saq import CronJob, Job, Worker
 from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
@@ -228,6 +230,25 @@ async def announce_revision(runtime: Runtime, queue: RedisQueue) -> bool:
 # ----------------
 
 
+async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
+    """Start only once Redis answers (the queue and every decision live there): wait and retry, saying so once.
+    False when the worker is asked to stop first."""
+    delay = 0.5
+    told = False
+    while not stopping.is_set():
+        try:
+            await runtime.state.client.ping()
+            return True
+        except (RedisError, OSError) as exc:
+            if not told:
+                log.warning("Redis is unreachable (%s): waiting for it before taking jobs", type(exc).__name__)
+                told = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+            delay = min(delay * 2, 30.0)
+    return False
+
+
 def build_worker(
     runtime: Runtime, queue: RedisQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
 ) -> Worker[Any]:
@@ -240,7 +261,9 @@ def build_worker(
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(runtime=runtime, queue=queue, pacer=pacer, poster=poster)
-        await announce_revision(runtime, queue)
+        stopping: asyncio.Event = ctx["worker"].event  # set by SIGINT/SIGTERM
+        if await wait_for_redis(runtime, stopping):
+            await announce_revision(runtime, queue)
 
     return Worker(
         queue,

