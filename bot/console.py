@@ -74,6 +74,8 @@ EMOJI = {
     "warning": "⚠", "x": "✗", "white_check_mark": "✓", "heavy_check_mark": "✓", "no_entry": "⛔",
     "grey_question": "?", "large_yellow_circle": "●", "heavy_plus_sign": "+", "heavy_minus_sign": "−",
     "information_source": "ℹ", "hourglass_flowing_sand": "⏳", "lock": "🔒", "bell": "🔔", "mag": "🔍",
+    "rotating_light": "🚨", "arrows_counterclockwise": "🔄", "mega": "📣", "eyes": "👀", "zzz": "💤",
+    "ballot_box_with_check": "☑", "key": "🔑", "hourglass": "⌛",
 }
 
 

@@ -31,7 +31,7 @@ from handlers.ids import ActionId, BlockId, ViewId
 
 STATE_TITLES = {
     ConsentState.pending: ":lock: Consent request",
-    ConsentState.approved: ":key: Consent approved: waiting for the admin",
+    ConsentState.approved: ":key: Consent approved, waiting for the admin",
     ConsentState.verified: ":white_check_mark: Consent verified",
     ConsentState.denied: ":no_entry: Consent denied",
     ConsentState.expired: ":hourglass: Consent request expired",
