@@ -1,4 +1,4 @@
-"""Microsoft access layer: tokens, Graph, Exchange admin API and Management Activity API.
+"""Microsoft access layer: tokens, Graph and the Exchange admin API.
 
 Everything that touches httpx or msal lives in this package; callers use `MicrosoftClients`:
 
