@@ -20,6 +20,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentService
@@ -104,7 +105,12 @@ class Runtime:
 
 
 async def _group_members(slack: AsyncWebClient, group: str) -> list[str]:
-    response = await slack.usergroups_users_list(usergroup=group)
+    """A user group's members; none when Slack will not list them (fails closed: nobody approves through it)."""
+    try:
+        response = await slack.usergroups_users_list(usergroup=group)
+    except SlackApiError as exc:
+        log.warning("could not list the members of approver group %s: %s", group, exc.response.get("error"))
+        return []
     return [str(user) for user in response.get("users") or []]
 
 
