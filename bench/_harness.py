@@ -234,10 +234,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """A child in its own session, so Ctrl-C reaches only the bench, which stops the children itself; the
-    parent-death signal stops them if the bench is killed outright."""
-    return subprocess.Popen(list(argv), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=die_with_parent)
+    parent-death signal stops them if the bench is killed outright. `popen`: more Popen arguments (stdin, stdout,
+    stderr)."""
+    return subprocess.Popen(list(argv), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=die_with_parent,
+                            **popen)
 
 
 def child_env(root: Path, **extra: str) -> dict[str, str]:

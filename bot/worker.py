@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -35,6 +36,7 @@ from bot.drift.model import Change
 from bot.drift.pacing import ChannelPacer
 from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish_now, queue_for, start_sweep
 from bot.microsoft.http import Priority
+from bot.microsoft.tokens import LOGIN_POOL_SIZE
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
@@ -60,6 +62,12 @@ class _QuietReschedules(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], Rescheduled))
+
+
+def token_threads(concurrency: int) -> int:
+    """Threads for msal's token requests: two per check in flight, within the login session's pool
+    (`bot.microsoft.tokens.LOGIN_POOL_SIZE` connections, more would be opened and dropped)."""
+    return max(4, min(2 * concurrency, LOGIN_POOL_SIZE))
 
 
 def cron_every(seconds: int) -> str:
@@ -287,6 +295,10 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM (SAQ's own handlers): running jobs finish, then the runtime closes."""
     logging.getLogger("saq").addFilter(_QuietReschedules())
+    # msal is synchronous: each token request (two at once per cold check) waits for Entra in a thread. asyncio's
+    # default pool (cpu count + 4 threads) would make tokens, not the checks in flight, the limit of a cold sweep.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=token_threads(settings.itdr_worker_concurrency), thread_name_prefix="msal"))
     async with Runtime.open(settings, Mode.WORKER) as runtime:
         queue = queue_for(runtime.redis, settings)
         await queue.connect()

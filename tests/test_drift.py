@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -264,3 +265,32 @@ async def test_throttled_tenants_are_rescheduled_then_counted_unknown(fleet: Fle
     assert result["unknown"] == 1 and result["checked"] == 1
     batches = fleet.microsoft.recorded("graph", path=r"\$batch")
     assert len(batches) >= 4 * 4, "rescheduled three times after the first try, each with its retries"
+
+
+async def test_a_job_a_worker_has_just_taken_is_not_swept_as_lost(redis_url: str, redis_prefix: str) -> None:
+    """Between BLMOVE and marking the job active, a busy worker's job is in the active list with status `queued`:
+    SAQ's sweep would abort and retry it while it runs. Only one still there at the next sweep is lost."""
+    from saq.job import Status
+
+    from bot.store import RedisConnections
+
+    redis = RedisConnections(redis_url, redis_prefix)
+    queue = queue_for(redis, load_settings(_env_file=None, redis_url=redis_url, redis_prefix=redis_prefix))
+    client = redis.queue_client()
+    try:
+        taken = await queue.enqueue("check_tenant", key="check:taken", tenant="taken", retries=3)
+        running = await queue.enqueue("check_tenant", key="check:running", tenant="running", retries=3, timeout=60)
+        assert taken is not None and running is not None
+        for _ in range(2):  # what a worker's dequeue does first: both move to the active list, still `queued`
+            await client.lmove(queue.namespace("queued"), queue.namespace("active"), "LEFT", "RIGHT")
+        running.started = int(time.time() * 1000)
+        await running.update(status=Status.ACTIVE)  # the worker got as far as marking this one active
+
+        assert await queue.sweep(lock=1) == []  # just taken: left alone, however it looks
+        await asyncio.sleep(1.1)  # the sweep lock lapses: the next sweep
+        assert await queue.sweep(lock=1) == [taken.id]  # still not marked active: lost, and retried
+        refreshed = await queue.job("check:taken")
+        assert refreshed is not None and refreshed.status is Status.QUEUED
+        assert await client.lrange(queue.namespace("active"), 0, -1) == [running.id.encode()]
+    finally:
+        await redis.aclose()

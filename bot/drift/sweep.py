@@ -47,14 +47,48 @@ class JobName(StrEnum):
     CONSENTS = "poll_consents"
 
 
+#: SAQ's sweep of lost jobs (saq/queue/redis.py `sweep`), except for a job in the active list whose status is still
+#: `queued`: a worker has just moved it there (BLMOVE) and not yet marked it active, which takes a moment more when
+#: its event loop is busy. SAQ takes such a job for lost at once, aborts and retries it while the worker runs it: the
+#: tenant is checked twice, or its check is cancelled and never run, and the sweep waits for its fallback finish.
+#: Here it is left for one sweep: lost only if it is still there, still `queued`, at the next one.
+_SWEEP_SCRIPT = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    local seen = KEYS[1] .. ':unclaimed'
+    local unclaimed = {}
+    for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        local job = redis.call('GET', id)
+        local ok, data = false, nil
+        if job then ok, data = pcall(cjson.decode, job) end
+        if ok and type(data) == 'table' and data['status'] == 'queued' and redis.call('SISMEMBER', seen, id) == 0 then
+            table.insert(unclaimed, id)
+        else
+            table.insert(id_jobs, {id, job})
+        end
+    end
+    redis.call('DEL', seen)
+    if #unclaimed > 0 then
+        redis.call('SADD', seen, unpack(unclaimed))
+        redis.call('EXPIRE', seen, 10 * tonumber(ARGV[1]))
+    end
+end
+return id_jobs
+"""
+
+
 class PatientQueue(RedisQueue):
     """SAQ's Redis queue that waits out a Redis outage: a worker's loops pause and retry with backoff, one log line
-    when Redis goes away and one when it is back, instead of spinning and logging every second."""
+    when Redis goes away and one when it is back, instead of spinning and logging every second. Its sweep of lost
+    jobs leaves alone a job a worker has only just taken (see `_SWEEP_SCRIPT`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._down_since: float | None = None
         self._delay = 0.5
+        # SAQ's `sweep` registers its script on first use unless one is there: this one (same keys and result).
+        self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
 
     async def _patiently(self, call: Awaitable[T], default: T) -> T:
         try:

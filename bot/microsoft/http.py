@@ -1,7 +1,8 @@
 """Shared HTTP plumbing: httpx client construction, retry/backoff policy and round-trip counting.
 
-One httpx.AsyncClient is shared by the Graph, Exchange and Management clients so connections to
-each Microsoft host are pooled across tenants.
+`MicrosoftClients` keeps one httpx.AsyncClient for Graph and one for Exchange, each shared across tenants, so
+connections to each Microsoft host are pooled (a pool per host: httpcore's cost per request grows with the
+connections in its pool).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def build_async_client(
     """The one httpx client for Microsoft calls. trust_env=True keeps HTTPS_PROXY/NO_PROXY working."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
+        # Every connection may stay open: httpcore counts all connections, not only idle ones, against the
+        # keep-alive limit, so a lower one closes idle connections under load and pays a TLS handshake again.
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         verify=ssl_context(),
         trust_env=True,
         follow_redirects=False,  # never forward a bearer token to wherever a redirect points

@@ -126,10 +126,14 @@ def load_certificate_credential(path: Path) -> dict[str, str]:
     }
 
 
+#: Keep-alive connections to the login host kept by the session every msal app shares.
+LOGIN_POOL_SIZE = 64
+
+
 def _shared_session(timeout: float) -> requests.Session:
     """One requests.Session for every tenant's msal app, so login connections are pooled."""
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=1)
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=LOGIN_POOL_SIZE, max_retries=1)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     # Passing verify per request stops requests from preferring REQUESTS_CA_BUNDLE over
