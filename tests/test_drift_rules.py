@@ -69,3 +69,12 @@ def test_snooze_lasts_a_day() -> None:
     snapshot, _ = observe(None, report(A=OK), now=T0)
     snoozed = snooze(snapshot, now=T0)
     assert snoozed.snoozed(T0 + timedelta(hours=23)) and not snoozed.snoozed(T0 + timedelta(hours=25))
+
+
+def test_reports_and_snapshots_are_stored_packed_about_tenfold_smaller() -> None:
+    from bot.store import pack, unpack
+
+    snapshot, _ = observe(None, report(**{f"P{n}": OK for n in range(100)}), now=T0)
+    text = snapshot.model_dump_json()
+    assert unpack(pack(text)) == text and unpack(text.encode()) == text  # older plain JSON still reads
+    assert len(pack(text)) * 5 < len(text)

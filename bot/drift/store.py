@@ -5,7 +5,7 @@ Keys (under the Redis prefix):
     watch:tenant:{tenant}         set: channels watching the tenant
     watch:channel:{channel}       set: tenants the channel watches
     watch:broken                  hash: "{channel} {tenant}" → why posting failed (the subscription is broken)
-    snap:{tenant}                 the tenant's last snapshot (JSON)
+    snap:{tenant}                 the tenant's last snapshot (JSON, packed)
     sweep:{id}                    hash: tenants, started, finished, changed, notified, unknown
     sweep:{id}:done               set: tenants checked in the sweep (a job run twice counts once)
     sweep:{id}:changes            list: changes to announce when the sweep ends (JSON)
@@ -27,7 +27,7 @@ from redis.asyncio.client import Pipeline
 from bot.drift.audit import AuditEvent, Revocations
 from bot.drift.model import Change, Snapshot
 from bot.readiness.model import Verdict
-from bot.store import State
+from bot.store import State, pack, unpack
 
 SWEEP_TTL_SECONDS = 7 * 24 * 3600
 
@@ -160,14 +160,15 @@ class DriftStore:
     async def snapshot(self, tenant: str) -> Snapshot | None:
         async with self.state.guard("read the tenant's snapshot") as redis:
             raw = await redis.get(self.key("snap", tenant))
-        return Snapshot.model_validate_json(raw) if raw else None
+        return Snapshot.model_validate_json(unpack(raw)) if raw else None
 
     async def snapshots(self, tenants: list[str]) -> dict[str, Snapshot]:
         if not tenants:
             return {}
         async with self.state.guard("read the snapshots") as redis:
             raws = await redis.mget([self.key("snap", tenant) for tenant in tenants])
-        return {tenant: Snapshot.model_validate_json(raw) for tenant, raw in zip(tenants, raws, strict=True) if raw}
+        return {tenant: Snapshot.model_validate_json(unpack(raw))
+                for tenant, raw in zip(tenants, raws, strict=True) if raw}
 
     async def update_snapshot(
         self, tenant: str, step: Callable[[Snapshot | None], tuple[Snapshot, Change | None]], *,
@@ -181,9 +182,9 @@ class DriftStore:
             if sweep is not None and await pipe.sismember(self.key("sweep", sweep, "done"), tenant):
                 return None  # already counted in this sweep (a job run again after a lost worker)
             raw = await pipe.get(key)
-            snapshot, change = step(Snapshot.model_validate_json(raw) if raw else None)
+            snapshot, change = step(Snapshot.model_validate_json(unpack(raw)) if raw else None)
             pipe.multi()
-            pipe.set(key, snapshot.model_dump_json())
+            pipe.set(key, pack(snapshot.model_dump_json()))
             if sweep is not None:
                 pipe.sadd(self.key("sweep", sweep, "done"), tenant)
                 if change is not None and change.announce:
@@ -204,9 +205,9 @@ class DriftStore:
             raw = await pipe.get(key)
             if raw is None:
                 return None
-            snapshot = edit(Snapshot.model_validate_json(raw))
+            snapshot = edit(Snapshot.model_validate_json(unpack(raw)))
             pipe.multi()
-            pipe.set(key, snapshot.model_dump_json())
+            pipe.set(key, pack(snapshot.model_dump_json()))
             await pipe.execute()
             return snapshot
 
