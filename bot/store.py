@@ -154,8 +154,8 @@ def _loads(raw: bytes | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except ValueError:
+        return json.loads(unpack(raw))
+    except (ValueError, zlib.error):
         return None
 
 
