@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.store import EmbeddedRedis
+from tests.fakes.microsoft import FakeMicrosoft, running_fake
 from tests.fakes.slack_fixtures import fake_slack, serve_app, slack, slack_env  # noqa: F401 (fixtures)
 
 
@@ -43,3 +44,10 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
                 await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def microsoft() -> Iterator[FakeMicrosoft]:
+    """The fake Microsoft (login, Graph, Exchange over HTTPS), one per test module."""
+    with running_fake() as fake:
+        yield fake

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from catalog import Kind, load_catalog
-from tests.fakes.microsoft import FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.microsoft import FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_readiness_check import complete_scenario
@@ -33,12 +33,6 @@ catalog = load_catalog()
 ROOT = Path(__file__).resolve().parents[1]
 REQUESTER, APPROVER, SECOND, OUTSIDER = "U111", "U222", "U223", "U999"
 CHANNEL = "C111"
-
-
-@pytest.fixture(scope="module")
-def microsoft() -> Iterator[FakeMicrosoft]:
-    with running_fake() as fake:
-        yield fake
 
 
 def grant(scenario: TenantScenario, version: str) -> None:

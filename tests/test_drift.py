@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +20,10 @@ from bot.microsoft.http import Priority
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings, load_settings
 from bot.worker import build_worker
-from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.test_readiness_check import complete_scenario
 from tests.test_slack_check import microsoft_settings
-
-
-@pytest.fixture(scope="module")
-def microsoft() -> Iterator[FakeMicrosoft]:
-    with running_fake() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from bot.drift.store import DriftStore
 from bot.store import RedisConnections
 from catalog import load_catalog
 from handlers.blocks.drift import drift_message
-from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_drift import Fleet, running_worker, worker_settings
@@ -29,12 +29,6 @@ from tests.test_slack_check import microsoft_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 catalog = load_catalog()
-
-
-@pytest.fixture(scope="module")
-def microsoft() -> Iterator[FakeMicrosoft]:
-    with running_fake() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,19 +22,13 @@ from bot.store import RedisConnections
 from bot.worker import poll_consents
 from catalog import load_catalog
 from handlers.cards import post_card
-from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, running_fake
+from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft
 from tests.fakes.slack import FakeSlack
 from tests.test_drift import running_worker, worker_settings
 from tests.test_readiness_check import complete_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 catalog = load_catalog()
-
-
-@pytest.fixture(scope="module")
-def microsoft() -> Iterator[FakeMicrosoft]:
-    with running_fake() as fake:
-        yield fake
 
 
 def worker_env(settings: Settings, microsoft: FakeMicrosoft) -> dict[str, str]:

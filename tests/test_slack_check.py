@@ -10,17 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.microsoft import FakeMicrosoft, TenantScenario, running_fake
+from tests.fakes.microsoft import FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_readiness_check import complete_scenario, drop
 from tests.test_slack_actions import click
-
-
-@pytest.fixture(scope="module")
-def microsoft() -> Iterator[FakeMicrosoft]:
-    with running_fake() as fake:
-        yield fake
 
 
 def microsoft_settings(fake: FakeMicrosoft) -> dict[str, Any]:
