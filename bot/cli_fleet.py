@@ -214,7 +214,7 @@ def _import(args: argparse.Namespace) -> int:
 
     async def work(runtime: Any) -> int:
         now = datetime.now(UTC)
-        # A domain is kept as given; the first sweep reads its GUID and name (it cannot be resolved offline).
+        # A domain is kept as given (the import works offline); the first sweep files it under its GUID.
         rows = [(WatchedTenant(id=tenant, domain=None if _is_guid(tenant) else tenant, added_by="itdr import",
                                added_at=now), channel) for tenant, channel in good]
         return int(await runtime.drift.store.watch_many(rows))

@@ -32,10 +32,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent.model import ConsentState
 from bot.consent.service import is_satisfied
 from bot.consent.store import UnknownRequest
-from bot.drift.model import Change
+from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
 from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish_now, queue_for, start_sweep
 from bot.microsoft.http import Priority
+from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
@@ -103,6 +104,8 @@ async def check_tenant(ctx: dict[str, Any], *, tenant: str, sweep: str | None = 
                  job.attempts)
         raise Rescheduled(tenant)
     change = await runtime.drift.observe(tenant, report, now=datetime.now(UTC), sweep=sweep)
+    if not is_guid(tenant) or (change is not None and change.kind is ChangeKind.baseline):
+        await runtime.drift.store.settle(tenant, report.tenant)  # imported by domain, or first read: name and GUID
     if change is not None and change.drifted:
         who = await runtime.drift.who(change, report.app_object_id)
         if who is not None and sweep is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bot.drift.store import WatchedTenant
 from bot.drift.sweep import queue_for, start_sweep
 from bot.microsoft.http import Priority
 from bot.runtime import Runtime
@@ -143,6 +144,28 @@ async def test_a_revoked_permission_is_one_message_naming_it_and_who(fleet: Flee
     assert result["changed"] == 1
     recovered = fleet.posts("C0DRIFT")[-1]
     assert recovered["text"].startswith("Recovered: Fabrikam") and "AuditLog.Read.All" in text_of(recovered)
+
+
+async def test_a_tenant_imported_by_domain_is_notified_and_is_one_tenant_with_its_guid(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Fabrikam")
+    store = fleet.runtime.drift.store
+    now = datetime.now(UTC)
+    imported = WatchedTenant(id=scenario.domains[0], domain=scenario.domains[0], added_by="itdr import", added_at=now)
+    await store.watch_many([(imported, "C0IMPORT")])  # what `itdr tenants import` stores: the domain as given
+    await fleet.watch(scenario, "C0BYGUID")  # the same tenant, watched by GUID from another channel
+    result = await fleet.sweep()
+    assert result["tenants"] == 2 and result["changed"] == 0
+    (watched,) = await store.tenants()
+    assert (watched.id, watched.name) == (scenario.tenant_id, "Fabrikam")
+    assert await store.channels_of(scenario.tenant_id) == ["C0BYGUID", "C0IMPORT"]
+    assert await store.tenants_of("C0IMPORT") == [scenario.tenant_id]
+
+    scenario.revoke(GRAPH_APP_ID, "AuditLog.Read.All")
+    result = await fleet.sweep()
+    assert result == result | {"tenants": 1, "changed": 1, "notified": 1}
+    for channel in ("C0IMPORT", "C0BYGUID"):
+        (message,) = fleet.posts(channel)
+        assert message["text"].startswith("Drift: Fabrikam")
 
 
 async def test_when_the_audit_cannot_be_read_it_says_so_and_still_notifies(fleet: Fleet) -> None:

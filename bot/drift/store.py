@@ -26,7 +26,8 @@ from redis.asyncio.client import Pipeline
 
 from bot.drift.audit import AuditEvent, Revocations
 from bot.drift.model import Change, Snapshot
-from bot.readiness.model import Verdict
+from bot.microsoft.tenant import is_guid
+from bot.readiness.model import TenantInfo, Verdict
 from bot.store import State, pack, unpack
 
 SWEEP_TTL_SECONDS = 7 * 24 * 3600
@@ -118,6 +119,54 @@ class DriftStore:
                 await redis.hdel(self.key("watch", "tenants"), tenant)
                 await redis.delete(self.key("snap", tenant))
         return ended
+
+    async def settle(self, watched: str, tenant: TenantInfo) -> None:
+        """Record what a check learnt of a watched tenant: its name and domain and, for one imported by domain,
+        its GUID. Subscriptions and the snapshot then live under the GUID, the id every report and change carries,
+        so a tenant imported as `contoso.com` and watched by GUID is one tenant, notified once."""
+        if not is_guid(tenant.id):
+            return  # Microsoft did not say which tenant it is (unknown domain, sign-in failed)
+        tenants_key = self.key("watch", "tenants")
+        old_channels, new_channels = self.key("watch", "tenant", watched), self.key("watch", "tenant", tenant.id)
+        old_snap, new_snap = self.key("snap", watched), self.key("snap", tenant.id)
+
+        async def body(pipe: Pipeline) -> None:
+            raw = await pipe.hget(tenants_key, watched)
+            if raw is None:
+                return  # unwatched meanwhile
+            entry = WatchedTenant.model_validate_json(raw)
+            if watched != tenant.id:
+                existing = await pipe.hget(tenants_key, tenant.id)
+                if existing is not None:
+                    entry = WatchedTenant.model_validate_json(existing)  # watched by GUID as well: keep that one
+            settled = entry.model_copy(update={"id": tenant.id, "name": tenant.name or entry.name,
+                                               "domain": tenant.domain or entry.domain})
+            if watched == tenant.id and settled == entry:
+                return
+            channels = [_text(c) for c in await pipe.smembers(old_channels)] if watched != tenant.id else []
+            broken = (await pipe.hmget(self.key("watch", "broken"), [f"{c} {watched}" for c in channels])
+                      if channels else [])
+            snapshot = await pipe.get(old_snap) if watched != tenant.id else None
+            keep_snapshot = snapshot is not None and not await pipe.exists(new_snap)
+            pipe.multi()
+            pipe.hset(tenants_key, tenant.id, settled.model_dump_json())
+            if watched == tenant.id:
+                await pipe.execute()
+                return
+            pipe.hdel(tenants_key, watched)
+            for channel, reason in zip(channels, broken, strict=True):
+                pipe.sadd(new_channels, channel)
+                pipe.srem(self.key("watch", "channel", channel), watched)
+                pipe.sadd(self.key("watch", "channel", channel), tenant.id)
+                if reason is not None:
+                    pipe.hdel(self.key("watch", "broken"), f"{channel} {watched}")
+                    pipe.hset(self.key("watch", "broken"), f"{channel} {tenant.id}", reason)
+            pipe.delete(old_channels, old_snap)
+            if snapshot is not None and keep_snapshot:
+                pipe.set(new_snap, snapshot)
+            await pipe.execute()
+
+        await self.state.atomically("record the tenant's id", [tenants_key, old_channels, old_snap, new_snap], body)
 
     async def tenants(self) -> list[WatchedTenant]:
         async with self.state.guard("read the watched tenants") as redis:
