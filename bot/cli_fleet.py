@@ -142,7 +142,7 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
     async def work(runtime: Any) -> int:
         store = runtime.drift.store
-        matches = [t for t in await store.tenants() if tenant.value in (t.id, (t.domain or "").lower())]
+        matches = await store.find(tenant.value)
         ended = sum([await store.unwatch(t.id, args.channel) for t in matches])
         print(f"{ended} subscription{'s' if ended != 1 else ''} ended.")
         return EXIT_OK if ended else EXIT_FAIL

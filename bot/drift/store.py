@@ -168,10 +168,18 @@ class DriftStore:
 
         await self.state.atomically("record the tenant's id", [tenants_key, old_channels, old_snap, new_snap], body)
 
-    async def tenants(self) -> list[WatchedTenant]:
+    async def tenants(self, ids: list[str] | None = None) -> list[WatchedTenant]:
+        """Every watched tenant, or those of `ids` still watched; by label."""
         async with self.state.guard("read the watched tenants") as redis:
-            raw = await redis.hgetall(self.key("watch", "tenants"))
-        return sorted((WatchedTenant.model_validate_json(value) for value in raw.values()), key=lambda t: t.label)
+            if ids is None:
+                values = list((await redis.hgetall(self.key("watch", "tenants"))).values())
+            else:
+                values = [v for v in await redis.hmget(self.key("watch", "tenants"), ids) if v] if ids else []
+        return sorted((WatchedTenant.model_validate_json(value) for value in values), key=lambda t: t.label)
+
+    async def find(self, tenant: str) -> list[WatchedTenant]:
+        """The watched tenants a user means by `tenant` (a GUID or domain, as parsed): by id, or by domain."""
+        return [t for t in await self.tenants() if tenant in (t.id, (t.domain or "").lower())]
 
     async def tenant_ids(self) -> list[str]:
         async with self.state.guard("read the watched tenants") as redis:

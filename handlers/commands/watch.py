@@ -73,7 +73,7 @@ async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, r
         await ack(**notice_message(exc.message).to_ack())
         return
     channel = command["channel_id"]
-    matches = [t for t in await drift.store.tenants() if tenant.value in (t.id, (t.domain or "").lower())]
+    matches = await drift.store.find(tenant.value)
     ended = sum([await drift.store.unwatch(t.id, channel) for t in matches])
     text = (f"This channel no longer watches {matches[0].label}." if ended else
             f"This channel does not watch {tenant.value}.")
@@ -82,8 +82,7 @@ async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, r
 
 async def watching(ack: AsyncAck, command: dict[str, Any], drift: DriftService) -> None:
     channel = command["channel_id"]
-    ids = set(await drift.store.tenants_of(channel))
-    tenants = [t for t in await drift.store.tenants() if t.id in ids]
+    tenants = await drift.store.tenants(await drift.store.tenants_of(channel))
     snapshots = await drift.store.snapshots([t.id for t in tenants])
     broken = await drift.store.broken()
     rows = [(t, snapshots.get(t.id), broken.get((channel, t.id)) or broken.get((channel, "*"))) for t in tenants]
