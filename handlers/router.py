@@ -6,6 +6,7 @@ same however it was asked for.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from bot.microsoft.errors import InvalidTenant
@@ -102,6 +103,17 @@ def render(
             notes = catalog.revision(diff.to_version).notes if forward else ()
             return diff_message(diff, request, notes=notes, surface=surface, shared_by=shared_by)
     return help_message(note)
+
+
+@functools.lru_cache(maxsize=512)
+def render_command(catalog: Catalog, request: AnswerRequest, note: str | None) -> Message:
+    """`render` for the slash command, memoised per parsed question: a catalog never changes while a process runs,
+    so the same question always gets the same answer, and a typo's fuzzy search (most of a request's CPU) runs once.
+
+    Keyed on the parsed request, not the raw text, so spacing and case variants cannot fill the cache with copies
+    of large answers. The Message is shared between requests: callers only read it (Bolt copies what it sends).
+    """
+    return render(catalog, request, note=note)
 
 
 def prepare_check(readiness: ReadinessService | None, request: AnswerRequest) -> CheckRequest | str:

@@ -15,8 +15,18 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.store import EmbeddedRedis
+from handlers.router import render_command
 from tests.fakes.microsoft import FakeMicrosoft, running_fake
 from tests.fakes.slack_fixtures import fake_slack, serve_app, slack, slack_env  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_slash_answers() -> Iterator[None]:
+    """Slash answers are memoised per process (the catalog never changes while serving); tests that monkeypatch a
+    rendering constant must not see, or leave behind, answers rendered under another test's settings."""
+    render_command.cache_clear()
+    yield
+    render_command.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from bot.store import RedisConnections
 from catalog import Catalog, load_catalog
 from catalog.store import MAX_SUGGESTIONS, SUGGESTION_CUTOFF, _compact, _expand, normalize
 from handlers.blocks.kit import clean
+from handlers.router import parse_command, render, render_command
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim
 from tests.fakes.slack_fixtures import ServedApp, slack_settings
@@ -72,6 +73,16 @@ def test_a_typo_is_still_answered_with_its_suggestions() -> None:
     assert found.item is None
     assert [item.name for item in found.suggestions] == reference_suggest(catalog, "mail.readwite")
     assert found.suggestions[0].name == "Mail.ReadWrite"
+
+
+@pytest.mark.parametrize("text", ["why mail.readwite", "why Mail.ReadWrite", "why exchange admin", "search audit",
+                                  "versions", "diff v4 v5", "diff v9", "frobnicate", ""])
+def test_a_memoised_slash_answer_is_the_answer_rendered_afresh(text: str) -> None:
+    request, note = parse_command(text)
+    first = render_command(catalog, request, note)
+    assert first == render(catalog, request, note=note)
+    assert render_command(catalog, *parse_command(text)) is first  # asked again: answered from the cache
+    assert first == render(catalog, request, note=note)  # and nothing changed it
 
 
 async def test_a_delivery_is_claimed_once_with_a_ttl(redis_url: str, redis_prefix: str) -> None:

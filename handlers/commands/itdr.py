@@ -16,7 +16,7 @@ from handlers.blocks.answers import notice_message
 from handlers.commands.consent import request_consent, show_audit
 from handlers.commands.watch import fleet, unwatch, watch, watching
 from handlers.ids import SubCommand
-from handlers.router import answer_check, parse_command, prepare_check, render
+from handlers.router import answer_check, parse_command, prepare_check, render_command
 
 
 async def handle_itdr_command(
@@ -45,7 +45,7 @@ async def handle_itdr_command(
         await fleet(ack, drift)
         return
     if request.cmd is not SubCommand.CHECK:
-        await ack(**render(catalog, request, note=note).to_ack())
+        await ack(**render_command(catalog, request, note).to_ack())
         return
     check = prepare_check(readiness, request)
     if isinstance(check, str):  # bad input or no configuration: answered at once, nothing asked of Microsoft
