@@ -25,6 +25,10 @@ class SubCommand(StrEnum):
     HELP = "help"
 
 
+# Sub-commands that act (ask Microsoft, record a request or a watch) or answer after the ack: run once per delivery.
+ACTING_SUB_COMMANDS = frozenset({SubCommand.CHECK, SubCommand.CONSENT, SubCommand.WATCH, SubCommand.UNWATCH})
+
+
 class ActionId(StrEnum):
     SHARE = "itdr-share"
     ASK = "itdr-ask"  # did-you-mean suggestions, search results, revision diffs: answer this request

@@ -12,15 +12,25 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.store import DELIVERY_TTL_SECONDS, Cache
+from handlers.ids import ACTING_SUB_COMMANDS
 
 log = logging.getLogger(__name__)
 
 
 def delivery_id(body: dict[str, Any]) -> str | None:
-    """What identifies one delivery across Slack's retries: event_id for events, trigger_id otherwise."""
+    """What identifies one delivery across Slack's retries: event_id for events, trigger_id otherwise; None for
+    a slash command answered in its ack from what is stored (a catalog question, help, audit, watching, fleet):
+    it changes nothing, and a repeated delivery is answered again, since the first answer may be what was lost."""
     if body.get("type") == "event_callback":
         return body.get("event_id")
+    if "command" in body and _answered_in_ack(body.get("text")):
+        return None
     return body.get("trigger_id") or None
+
+
+def _answered_in_ack(text: str | None) -> bool:
+    head = (text or "").split(maxsplit=1)[:1]
+    return not head or head[0].lower() not in ACTING_SUB_COMMANDS
 
 
 async def deduplicate_deliveries(
