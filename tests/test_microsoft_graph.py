@@ -357,3 +357,18 @@ async def test_fake_missing_service_principal_is_404(ms: MicrosoftClients, fake:
         await graph.get(f"/servicePrincipals(appId='{fake.target_app_id}')")
     assert info.value.code == "Request_ResourceNotFound"
     assert await graph.get_all(f"/servicePrincipals?$filter=appId eq '{fake.target_app_id}'") == []
+
+
+async def test_microsoft_calls_go_over_aiohttp_unless_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from httpx_aiohttp import AiohttpTransport
+
+    from bot.microsoft.http import build_async_client
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with build_async_client() as client:
+        assert isinstance(client._transport, AiohttpTransport)
+    # aiohttp would ignore the proxy (trust_env): httpx's own transport honours it.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    async with build_async_client() as client:
+        assert isinstance(client._transport, httpx.AsyncHTTPTransport)
