@@ -285,15 +285,10 @@ class MicrosoftHttp:
             raise TransportError(f"{service}: request timed out ({type(exc).__name__})", service=service) from exc
         except httpx.TransportError as exc:
             raise TransportError(f"{service}: network error ({type(exc).__name__})", service=service) from exc
-        # Log the path only: the query can be long, and headers carry the bearer token.
-        log.debug(
-            "%s %s %s -> %s in %.0f ms",
-            service,
-            method,
-            response.request.url.path,
-            response.status_code,
-            (time.monotonic() - started) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check's own work on a request
+            # Log the path only: the query can be long, and headers carry the bearer token.
+            log.debug("%s %s %s -> %s in %.0f ms", service, method, response.request.url.path, response.status_code,
+                      (time.monotonic() - started) * 1000)
         pct = response.headers.get("x-ms-throttle-limit-percentage")
         if pct:
             log.info("%s throttle limit at %s of quota", service, pct)
