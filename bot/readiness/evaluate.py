@@ -82,6 +82,30 @@ class _ItemPlan:
     why: str
     missing_status: CheckStatus
     blocking: bool
+    # The check's outcomes that depend on nothing but the item, made once and shared by every report (frozen).
+    passed: CheckItem
+    not_applicable: CheckItem
+
+    def check(self, *, status: CheckStatus, detail: str, remediation: str | None = None,
+              blocking: bool = False) -> CheckItem:
+        # Built without validation: every value is typed here, and a check makes about a hundred of these.
+        return CheckItem.model_construct(id=self.id, title=self.title, catalog_name=self.item.name, group=self.group,
+                                         why=self.why, status=status, detail=detail, remediation=remediation,
+                                         blocking=blocking)
+
+
+def _item_plan(item: Item) -> _ItemPlan:
+    check_id, title = f"{item.api.value}.{item.name}", f"{item.name} ({item.api_title} {item.kind_title})"
+    group, why = _GROUPS[item.api.value], _why(item)
+    missing_status, blocking = _missing_status(item)
+    return _ItemPlan(
+        item=item, id=check_id, title=title, group=group, why=why, missing_status=missing_status, blocking=blocking,
+        passed=CheckItem(id=check_id, title=title, catalog_name=item.name, group=group, why=why,
+                         status=CheckStatus.passed, detail=_FOUND_TEXT[item.kind][0]),
+        not_applicable=CheckItem(id=check_id, title=title, catalog_name=item.name, group=group, why=why,
+                                 status=CheckStatus.not_applicable,
+                                 detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE)."),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +128,7 @@ def _plan(catalog: Catalog, version: str) -> _Plan:
     entry = _plans.get((id(catalog), version))
     if entry is not None and entry[0] is catalog:
         return entry[1]
-    items = tuple(
-        _ItemPlan(item=item, id=f"{item.api.value}.{item.name}",
-                  title=f"{item.name} ({item.api_title} {item.kind_title})", group=_GROUPS[item.api.value],
-                  why=_why(item), missing_status=_missing_status(item)[0], blocking=_missing_status(item)[1])
-        for item in catalog.items_at(version)
-    )
+    items = tuple(_item_plan(item) for item in catalog.items_at(version))
     dependent = [plan.item.name for plan in items if plan.item.p2_only]
     needed: dict[bool, tuple[tuple[str, tuple[Item, ...]], ...]] = {}
     considered: dict[bool, tuple[Item, ...]] = {}
@@ -290,31 +309,23 @@ def _check_item(
     cpv_mode: bool,
 ) -> CheckItem:
     item = plan.item
-
-    def check(*, status: CheckStatus, detail: str, remediation: str | None = None,
-              blocking: bool = False) -> CheckItem:
-        # Built without validation: every value is typed here, and a check makes about a hundred of these.
-        return CheckItem.model_construct(id=plan.id, title=plan.title, catalog_name=item.name, group=plan.group,
-                                         why=plan.why, status=status, detail=detail, remediation=remediation,
-                                         blocking=blocking)
-
+    check = plan.check
     if item.cpv_only and not cpv_mode:
-        return check(status=CheckStatus.not_applicable,
-                     detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE).")
+        return plan.not_applicable
     missing_status, blocking = plan.missing_status, plan.blocking
     held, alias = fact
     if held is None:
         reason = _reading_for(item, snapshot).error or "no data"
         return check(status=CheckStatus.unknown, detail=f"Could not check: {reason}", blocking=blocking)
-    found_text, missing_text = _FOUND_TEXT[item.kind]
     if held:
-        return check(status=CheckStatus.passed, detail=found_text)
+        return plan.passed
     if alias:
         # The document names this permission differently in a revision (v2's IdentityRiskyUser.ReadWrite.All):
         # a grant under that name is the vendor's own request, so it counts, and the report says so.
         return check(status=CheckStatus.passed,
                      detail=f"Granted as {alias}, the name a revision of the document uses for it (a superset of "
                             f"{item.name}); see the catalog's discrepancy note.")
+    missing_text = _FOUND_TEXT[item.kind][1]
     if no_sp and item.kind is Kind.directory_role:
         missing_text = "Not assigned: the ITDR app is not in the tenant."
         remediation = "After admin consent (see the first item), assign the role: " + remedies.directory_role(item, sp)
