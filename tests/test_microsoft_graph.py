@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -372,3 +373,23 @@ async def test_microsoft_calls_go_over_aiohttp_unless_a_proxy_is_configured(monk
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     async with build_async_client() as client:
         assert isinstance(client._transport, httpx.AsyncHTTPTransport)
+
+
+async def test_a_connection_closed_mid_request_is_a_network_error_not_a_timeout() -> None:
+    from bot.microsoft import TransportError
+    from bot.microsoft.http import aiohttp_transport, ssl_context
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limits = httpx.Limits(max_connections=10)
+    try:
+        async with httpx.AsyncClient(transport=aiohttp_transport(ssl_context(), limits)) as client:
+            with pytest.raises(TransportError, match=r"network error \(ServerDisconnectedError\)"):
+                await MicrosoftHttp(client).send_once("GET", f"http://127.0.0.1:{port}/", service="graph")
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -282,6 +282,11 @@ class MicrosoftHttp:
         try:
             response = await self.client.request(method, url, headers=headers, params=params, json=json)
         except httpx.TimeoutException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, asyncio.TimeoutError):
+                # httpx-aiohttp files every lost connection (a server closing mid-request) as ConnectTimeout: say
+                # what happened, as httpx's own transport does.
+                raise TransportError(f"{service}: network error ({type(cause).__name__})", service=service) from exc
             raise TransportError(f"{service}: request timed out ({type(exc).__name__})", service=service) from exc
         except httpx.TransportError as exc:
             raise TransportError(f"{service}: network error ({type(exc).__name__})", service=service) from exc
