@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -357,3 +358,38 @@ async def test_fake_missing_service_principal_is_404(ms: MicrosoftClients, fake:
         await graph.get(f"/servicePrincipals(appId='{fake.target_app_id}')")
     assert info.value.code == "Request_ResourceNotFound"
     assert await graph.get_all(f"/servicePrincipals?$filter=appId eq '{fake.target_app_id}'") == []
+
+
+async def test_microsoft_calls_go_over_aiohttp_unless_a_proxy_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from httpx_aiohttp import AiohttpTransport
+
+    from bot.microsoft.http import build_async_client
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with build_async_client() as client:
+        assert isinstance(client._transport, AiohttpTransport)
+    # aiohttp would ignore the proxy (trust_env): httpx's own transport honours it.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    async with build_async_client() as client:
+        assert isinstance(client._transport, httpx.AsyncHTTPTransport)
+
+
+async def test_a_connection_closed_mid_request_is_a_network_error_not_a_timeout() -> None:
+    from bot.microsoft import TransportError
+    from bot.microsoft.http import aiohttp_transport, ssl_context
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limits = httpx.Limits(max_connections=10)
+    try:
+        async with httpx.AsyncClient(transport=aiohttp_transport(ssl_context(), limits)) as client:
+            with pytest.raises(TransportError, match=r"network error \(ServerDisconnectedError\)"):
+                await MicrosoftHttp(client).send_once("GET", f"http://127.0.0.1:{port}/", service="graph")
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -91,13 +91,13 @@ class ExchangeClient:
             "Connection-Id": str(uuid.uuid4()),
         }
         payload = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": dict(parameters or {})}}
-        params = {"$select": ",".join(select)} if select else None
+        # $select goes into the first URL as text (the names are checked above): httpx would merge a params mapping
+        # into the URL, parsing it again, on every request. A nextLink carries its own query.
+        query = f"?$select={','.join(select)}" if select else ""
 
         async def page(url: str) -> dict[str, Any]:
-            nonlocal params
-            response = await self._http.request("POST", url, service=SERVICE, headers=headers, params=params,
-                                                json=payload, error_parser=parse_exchange_error)
-            params = None  # a nextLink carries its own query
+            response = await self._http.request("POST", url, service=SERVICE, headers=headers, json=payload,
+                                                error_parser=parse_exchange_error)
             body = response.json()
             if not isinstance(body, dict):
                 raise MicrosoftError(f"{SERVICE}: unexpected response shape from {cmdlet}")
@@ -105,5 +105,5 @@ class ExchangeClient:
                 log.info("%s %s warnings: %s", SERVICE, cmdlet, "; ".join(map(str, warnings))[:500])
             return body
 
-        return await collect_pages(f"{self._base}/{tenant}/InvokeCommand", page, base=self._base, service=SERVICE,
-                                   max_pages=self._max_pages)
+        return await collect_pages(f"{self._base}/{tenant}/InvokeCommand{query}", page, base=self._base,
+                                   service=SERVICE, max_pages=self._max_pages)

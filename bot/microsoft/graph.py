@@ -165,7 +165,10 @@ class GraphClient:
                 raise ValueError(f"batch request ids must be unique and non-empty: {sub.id!r}")
             seen.add(sub.id)
         chunks = [subs[i : i + MAX_BATCH] for i in range(0, len(subs), MAX_BATCH)]
-        parts = await asyncio.gather(*(self._run_chunk(chunk) for chunk in chunks))
+        if len(chunks) == 1:  # the usual case: awaited in place, no task for it
+            parts = [await self._run_chunk(chunks[0])]
+        else:
+            parts = await asyncio.gather(*(self._run_chunk(chunk) for chunk in chunks))
         merged: dict[str, SubResponse] = {}
         for part in parts:
             merged.update(part)

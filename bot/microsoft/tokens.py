@@ -272,6 +272,10 @@ class TokenProvider:
             return token
         raise self._token_error(result or {}, ref)
 
+    def cached_token(self, tenant: TenantRef, resource: Resource | str) -> str | None:
+        """A token still valid in the token map, without waiting (None: `get_token` would have to ask)."""
+        return self._valid((self._guids.get(tenant.value, tenant.value), self.scope(resource)))
+
     async def tenant_id(self, tenant: TenantRef | str) -> str:
         """The tenant GUID. For a domain, Entra's OIDC discovery (done anyway by msal) tells us."""
         ref = parse_tenant(tenant)

@@ -282,8 +282,8 @@ class Collector:
         known: dict[str, str],
         role_maps: dict[str, dict[str, str]],
         resources_key: str,
-    ) -> dict[str, tuple[str, dict[str, str]]]:
-        """Resource SP object id → (resource appId, app role value → id) as this tenant publishes them."""
+    ) -> dict[str, tuple[str, dict[str, list[str]]]]:
+        """Resource SP object id → (resource appId, app role id → its values) as this tenant publishes them."""
         object_ids = dict(known)  # object id → appId
         for index, app_id in enumerate(self.resources):
             response = responses.get(f"res{index}")
@@ -296,10 +296,17 @@ class Collector:
                 await self._remember(f"approles:{self.cache_scope}:{app_id}", role_maps[app_id], 24 * 3600)
         if object_ids != known:
             await self._remember(resources_key, object_ids, 7 * 24 * 3600)
-        return {object_id: (app_id, role_maps.get(app_id, {})) for object_id, app_id in object_ids.items()}
+        # Inverted once per resource (role id → values), so matching a grant is a lookup, not a scan of its roles.
+        by_role_id: dict[str, dict[str, list[str]]] = {}
+        for app_id in set(object_ids.values()):
+            inverted: dict[str, list[str]] = {}
+            for value, role_id in role_maps.get(app_id, {}).items():
+                inverted.setdefault(role_id, []).append(value)
+            by_role_id[app_id] = inverted
+        return {object_id: (app_id, by_role_id[app_id]) for object_id, app_id in object_ids.items()}
 
     def _apply_grants(self, snapshot: TenantSnapshot, responses: dict[str, SubResponse],
-                      resource_ids: dict[str, tuple[str, dict[str, str]]]) -> None:
+                      resource_ids: dict[str, tuple[str, dict[str, list[str]]]]) -> None:
         grants = responses["grants"]
         if not grants.ok:
             snapshot.app_roles = _sub_failed(grants, "the app's granted permissions")
@@ -311,12 +318,12 @@ class Collector:
                 resource = resource_ids.get(grant.get("resourceId", ""))
                 if resource is None:
                     continue  # a resource we do not check (or could not identify)
-                app_id, roles_by_value = resource
+                app_id, values_by_role_id = resource
                 role_id = grant.get("appRoleId", "")
                 pairs.add((app_id, role_id))
                 # The tenant's resource names its own app roles: where a cloud uses other ids for a catalog
                 # name (GCC High), the name still matches.
-                names.update((app_id, value) for value, tenant_id in roles_by_value.items() if tenant_id == role_id)
+                names.update((app_id, value) for value in values_by_role_id.get(role_id, ()))
             snapshot.app_role_names = Reading(value=frozenset(names))
             snapshot.app_roles = Reading(value=frozenset(pairs))
         roles = responses["roles"]

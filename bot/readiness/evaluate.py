@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -71,6 +71,82 @@ def _missing_status(item: Item) -> tuple[CheckStatus, bool]:
     return CheckStatus.warn, False
 
 
+@dataclass(frozen=True, slots=True)
+class _ItemPlan:
+    """What a check of one catalog item says whatever the tenant holds: built once per catalog and revision."""
+
+    item: Item
+    id: str
+    title: str
+    group: CheckGroup
+    why: str
+    missing_status: CheckStatus
+    blocking: bool
+    # The check's outcomes that depend on nothing but the item, made once and shared by every report (frozen).
+    passed: CheckItem
+    not_applicable: CheckItem
+
+    def check(self, *, status: CheckStatus, detail: str, remediation: str | None = None,
+              blocking: bool = False) -> CheckItem:
+        # Built without validation: every value is typed here, and a check makes about a hundred of these.
+        return CheckItem.model_construct(id=self.id, title=self.title, catalog_name=self.item.name, group=self.group,
+                                         why=self.why, status=status, detail=detail, remediation=remediation,
+                                         blocking=blocking)
+
+
+def _item_plan(item: Item) -> _ItemPlan:
+    check_id, title = f"{item.api.value}.{item.name}", f"{item.name} ({item.api_title} {item.kind_title})"
+    group, why = _GROUPS[item.api.value], _why(item)
+    missing_status, blocking = _missing_status(item)
+    return _ItemPlan(
+        item=item, id=check_id, title=title, group=group, why=why, missing_status=missing_status, blocking=blocking,
+        passed=CheckItem(id=check_id, title=title, catalog_name=item.name, group=group, why=why,
+                         status=CheckStatus.passed, detail=_FOUND_TEXT[item.kind][0]),
+        not_applicable=CheckItem(id=check_id, title=title, catalog_name=item.name, group=group, why=why,
+                                 status=CheckStatus.not_applicable,
+                                 detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE)."),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A revision's checks and, for its satisfied revision, which items each revision needs (with and without
+    CPV): the same for every tenant, so built once instead of on every check."""
+
+    items: tuple[_ItemPlan, ...]
+    p2_why: str
+    needed: dict[bool, tuple[tuple[str, tuple[Item, ...]], ...]]  # cpv_mode -> (revision, its items) in order
+    considered: dict[bool, tuple[Item, ...]]  # cpv_mode -> every item some revision needs, once
+
+
+_GROUPS = {group.value: group for group in CheckGroup}
+# Plans per catalog (by identity, the catalog kept alongside so its id cannot be reused) and revision.
+_plans: dict[tuple[int, str], tuple[Catalog, _Plan]] = {}
+
+
+def _plan(catalog: Catalog, version: str) -> _Plan:
+    entry = _plans.get((id(catalog), version))
+    if entry is not None and entry[0] is catalog:
+        return entry[1]
+    items = tuple(_item_plan(item) for item in catalog.items_at(version))
+    dependent = [plan.item.name for plan in items if plan.item.p2_only]
+    needed: dict[bool, tuple[tuple[str, tuple[Item, ...]], ...]] = {}
+    considered: dict[bool, tuple[Item, ...]] = {}
+    for cpv_mode in (False, True):
+        needed[cpv_mode] = tuple(
+            (revision.version, tuple(item for item in catalog.items_at(revision.version)
+                                     if cpv_mode or not item.cpv_only))
+            for revision in catalog.revisions
+        )
+        considered[cpv_mode] = tuple({item.name: item for _, its in needed[cpv_mode] for item in its}.values())
+    plan = _Plan(items=items, needed=needed, considered=considered,
+                 p2_why=f"Only the P2-only items depend on it: {', '.join(dependent)} (Microsoft risk-based alerts).")
+    if len(_plans) > 64:  # a process holds one catalog; tests load a few
+        _plans.clear()
+    _plans[(id(catalog), version)] = (catalog, plan)
+    return plan
+
+
 def evaluate(
     snapshot: TenantSnapshot,
     catalog: Catalog,
@@ -111,11 +187,16 @@ def evaluate(
         ))
     no_sp = sp_reading.known and sp is None
 
-    required = catalog.items_at(revision.version)
+    plan = _plan(catalog, revision.version)
+    # Whether the tenant grants each item (and under which alias), decided once per item for the checks and the
+    # satisfied revision alike.
+    facts = {item.name: _fact(item, snapshot) for item in plan.considered[cpv_mode]}
 
     # 2. Permissions and roles, item by item.
-    for item in required:
-        items.append(_check_item(item, snapshot, remedies, tenant_id, sp, no_sp=no_sp, cpv_mode=cpv_mode))
+    for item_plan in plan.items:
+        fact = facts.get(item_plan.item.name, (None, None))  # absent only for CPV-only items, not applicable
+        items.append(_check_item(item_plan, fact, snapshot, remedies, tenant_id, sp, no_sp=no_sp,
+                                 cpv_mode=cpv_mode))
 
     # 3. Exchange prerequisites.
     items.append(_boolean_check(
@@ -138,19 +219,28 @@ def evaluate(
     ))
 
     # 4. Licence and policies that only warn.
-    items.append(_p2_check(snapshot, catalog, revision.version))
+    items.append(_p2_check(snapshot, plan.p2_why))
     items.extend(_policy_checks(snapshot))
 
     verdict = _verdict(items)
     return Report(
         tenant=snapshot.tenant,
         catalog_version=revision.version,
-        satisfied_version=_satisfied_version(snapshot, catalog, cpv_mode),
+        satisfied_version=_satisfied_version(plan, facts, cpv_mode),
         verdict=verdict,
         items=items,
         retry_after=snapshot.retry_after,
         app_object_id=sp.id if sp is not None else None,
     )
+
+
+# Whether an item is held (None: could not be read) and, when not, a revision's other name it is granted under.
+_Fact = tuple[bool | None, str | None]
+
+
+def _fact(item: Item, snapshot: TenantSnapshot) -> _Fact:
+    held = holds(item, snapshot)
+    return held, (None if held is True else _granted_alias(item, snapshot))
 
 
 def holds(item: Item, snapshot: TenantSnapshot) -> bool | None:
@@ -195,16 +285,21 @@ def _reading_for(item: Item, snapshot: TenantSnapshot) -> Reading[object]:
     """The fact that decides `item` (the app's own grants all depend on reading its service principal)."""
     if not snapshot.service_principal.known and item.kind is not Kind.role_group_role:
         return snapshot.service_principal
-    return {
-        Kind.directory_role: snapshot.directory_roles,
-        Kind.role_group_role: snapshot.org_management_roles,
-        Kind.application_permission: snapshot.app_roles,
-        Kind.delegated_permission: snapshot.delegated_scopes,
-    }[item.kind]
+    reading: Reading[object] = getattr(snapshot, _READING_BY_KIND[item.kind])
+    return reading
+
+
+_READING_BY_KIND = {
+    Kind.directory_role: "directory_roles",
+    Kind.role_group_role: "org_management_roles",
+    Kind.application_permission: "app_roles",
+    Kind.delegated_permission: "delegated_scopes",
+}
 
 
 def _check_item(
-    item: Item,
+    plan: _ItemPlan,
+    fact: _Fact,
     snapshot: TenantSnapshot,
     remedies: Remedies,
     tenant_id: str,
@@ -213,25 +308,24 @@ def _check_item(
     no_sp: bool,
     cpv_mode: bool,
 ) -> CheckItem:
-    check = partial(CheckItem, id=f"{item.api.value}.{item.name}", title=f"{item.name} ({item.api_title} "
-                    f"{item.kind_title})", catalog_name=item.name, group=CheckGroup(item.api.value), why=_why(item))
+    item = plan.item
+    check = plan.check
     if item.cpv_only and not cpv_mode:
-        return check(status=CheckStatus.not_applicable,
-                     detail="CPV integrations only; CPV mode is not configured (ITDR_CPV_MODE).")
-    missing_status, blocking = _missing_status(item)
-    held = holds(item, snapshot)
+        return plan.not_applicable
+    missing_status, blocking = plan.missing_status, plan.blocking
+    held, alias = fact
     if held is None:
         reason = _reading_for(item, snapshot).error or "no data"
         return check(status=CheckStatus.unknown, detail=f"Could not check: {reason}", blocking=blocking)
-    found_text, missing_text = _FOUND_TEXT[item.kind]
     if held:
-        return check(status=CheckStatus.passed, detail=found_text)
-    if alias := _granted_alias(item, snapshot):
+        return plan.passed
+    if alias:
         # The document names this permission differently in a revision (v2's IdentityRiskyUser.ReadWrite.All):
         # a grant under that name is the vendor's own request, so it counts, and the report says so.
         return check(status=CheckStatus.passed,
                      detail=f"Granted as {alias}, the name a revision of the document uses for it (a superset of "
                             f"{item.name}); see the catalog's discrepancy note.")
+    missing_text = _FOUND_TEXT[item.kind][1]
     if no_sp and item.kind is Kind.directory_role:
         missing_text = "Not assigned: the ITDR app is not in the tenant."
         remediation = "After admin consent (see the first item), assign the role: " + remedies.directory_role(item, sp)
@@ -261,9 +355,7 @@ def _boolean_check(
                      why=why, group=CheckGroup.exchange_org, blocking=blocking)
 
 
-def _p2_check(snapshot: TenantSnapshot, catalog: Catalog, version: str) -> CheckItem:
-    dependent = [item.name for item in catalog.items_at(version) if item.p2_only]
-    why = f"Only the P2-only items depend on it: {', '.join(dependent)} (Microsoft risk-based alerts)."
+def _p2_check(snapshot: TenantSnapshot, why: str) -> CheckItem:
     title = "Microsoft Entra ID P2 licence"
     reading = snapshot.p2_licensed
     if not reading.known or reading.value is None:
@@ -335,11 +427,10 @@ def _verdict(items: list[CheckItem]) -> Verdict:
     return Verdict.ready
 
 
-def _satisfied_version(snapshot: TenantSnapshot, catalog: Catalog, cpv_mode: bool) -> str | None:
+def _satisfied_version(plan: _Plan, facts: dict[str, _Fact], cpv_mode: bool) -> str | None:
     """The newest revision whose every (non-CPV, unless CPV mode) item the tenant grants."""
     satisfied = None
-    for revision in catalog.revisions:
-        needed = [item for item in catalog.items_at(revision.version) if cpv_mode or not item.cpv_only]
-        if all(holds(item, snapshot) is True or _granted_alias(item, snapshot) for item in needed):
-            satisfied = revision.version
+    for version, needed in plan.needed[cpv_mode]:
+        if all(facts[item.name][0] is True or facts[item.name][1] for item in needed):
+            satisfied = version
     return satisfied

@@ -134,6 +134,10 @@ class ReadinessService:
         return report
 
     async def _snapshot(self, tenant: TenantRef, waves: WaveCounter, priority: Priority) -> TenantSnapshot:
+        if self.tokens.cached_token(tenant, Resource.GRAPH) and self.tokens.cached_token(tenant, Resource.EXCHANGE):
+            # Warm: both tokens are in the token map, so no login wave and no tasks to start for one.
+            self._token_failed.discard(tenant.value)
+            return await self.collector.collect(await self.tokens.tenant_id(tenant), waves, priority)
         # Wave 0 (cold only): discovery and tokens for Graph and Exchange, in parallel.
         with track_round_trips() as login:
             results = await asyncio.gather(
