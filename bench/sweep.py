@@ -4,10 +4,9 @@ per request, beside a bare asyncio client sending the same requests per tenant a
     REDIS_URL=redis://127.0.0.1:6379 .venv/bin/python bench/sweep.py [--tenants 10000] [--concurrency 20]
         [--workers 1 2] [--fake-procs 2] [--latency 0.1] [--root CHECKOUT] [--py-spy PATH --profile DIR]
 
-`--concurrency` defaults to ITDR_WORKER_CONCURRENCY's default, 20: past that a worker gains nothing on this fake
-(checks are CPU-bound long before) and pays more CPU per check, since httpcore walks every connection of its pool
-on each request (at 50: about 40 ms a check instead of about 25). `--root` runs another checkout's workers (an A/B
-of worker code under the same fake, baseline and sweeps); `--py-spy` profiles the first worker during each sweep.
+`--concurrency` defaults to ITDR_WORKER_CONCURRENCY's default, 20, and the baseline runs at the same concurrency,
+so the ratios compare like with like. `--root` runs another checkout's workers (an A/B of worker code under the
+same fake, baseline and sweeps); `--py-spy` profiles the first worker during each sweep.
 
 Processes (each child in its own session, always stopped: on exit, errors, Ctrl-C and SIGTERM):
 
