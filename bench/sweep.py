@@ -190,6 +190,8 @@ def serve_fake(args: argparse.Namespace) -> None:
              "pids": [os.getpid(), *children]}
     Path(args.ready + ".tmp").write_text(json.dumps(ready))
     os.rename(args.ready + ".tmp", args.ready)
+    # uvicorn re-raises the SIGTERM it stopped on: exit through Python so the cleanup below (TLS files) runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         fake.serve(sockets)
     finally:

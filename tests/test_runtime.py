@@ -152,8 +152,10 @@ def serve_without_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], 
     """`itdr serve` with no REDIS_URL (so it starts an embedded Redis), ready to answer /healthz."""
     port = free_port()
     log = workdir / "serve.log"
+    # TMPDIR: the embedded server's folder is made in the test's own directory, so a SIGKILLed serve (which cannot
+    # remove it) leaves nothing behind.
     env = clean_env(SLACK_BOT_TOKEN="xoxb-runtime-test", SLACK_SIGNING_SECRET="runtime-test-secret",
-                    SLACK_API_URL="http://127.0.0.1:9/api/")
+                    SLACK_API_URL="http://127.0.0.1:9/api/", TMPDIR=str(workdir))
     with log.open("w") as out:
         proc = subprocess.Popen([*ITDR, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=workdir,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
