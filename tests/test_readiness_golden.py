@@ -36,6 +36,7 @@ from tests.fakes.microsoft import (
     TenantScenario,
     running_fake,
 )
+from tests.test_readiness_check import complete_scenario
 
 catalog = load_catalog()
 GOLDEN = Path(__file__).parent / "golden" / "readiness.json.gz"  # gzip: 2.4 MB of JSON, 100-odd KB packed
@@ -45,17 +46,8 @@ NAMESPACE = uuid.UUID("0e6b3f0a-5a55-4c8e-9a1e-6f3d2c1b0a99")
 
 def tenant(name: str, version: str = "v6", **overrides: Any) -> TenantScenario:
     """A tenant granting every non-CPV item of `version`, then `overrides`; its id is fixed by its name."""
-    items = [item for item in catalog.items_at(version) if not item.cpv_only]
-    scenario = TenantScenario(
-        str(uuid.uuid5(NAMESPACE, name)),
-        domains=[f"{name}.onmicrosoft.com"],
-        app_role_assignments=[(i.ids.resource_app_id, i.ids.application_id) for i in items  # type: ignore[misc]
-                              if i.kind is Kind.application_permission],
-        directory_roles=[i.ids.template_id for i in items if i.kind is Kind.directory_role],  # type: ignore[misc]
-    )
-    for key, value in overrides.items():
-        setattr(scenario, key, value)
-    return scenario
+    return complete_scenario(version, tenant_id=str(uuid.uuid5(NAMESPACE, name)),
+                             domains=[f"{name}.onmicrosoft.com"], **overrides)
 
 
 def without(scenario: TenantScenario, *names: str) -> TenantScenario:
