@@ -66,6 +66,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     async def work(runtime: Any) -> int:
         store = runtime.drift.store
+        if not await store.tenant_ids():  # nothing to queue, and no worker needed to say so
+            empty = {"tenants": 0, "checked": 0, "changed": 0, "notified": 0, "unknown": 0, "duration_ms": 0}
+            print(json.dumps(empty if args.wait else {"sweep": None}) if args.json else
+                  "No tenant is watched: nothing to sweep. `itdr watch TENANT --channel C…` adds one.")
+            return EXIT_OK
         sweep = await start_sweep(queue_for(runtime.redis, runtime.settings), store, runtime.settings,
                                   now=datetime.now(UTC))
         if not args.wait:
@@ -144,7 +149,7 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
         store = runtime.drift.store
         matches = await store.find(tenant.value)
         ended = sum([await store.unwatch(t.id, args.channel) for t in matches])
-        print(f"{ended} subscription{'s' if ended != 1 else ''} ended.")
+        print(f"{counted(ended, 'subscription')} ended.")
         return EXIT_OK if ended else EXIT_FAIL
 
     return int(_with_runtime(args, Mode.CLI, work))
@@ -225,8 +230,14 @@ def _import(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"imported": len(good), "new": added, "bad": bad}))
     else:
-        print(f"Imported {len(good)} rows ({added} new subscriptions); {len(bad)} bad rows skipped.")
+        print(f"Imported {counted(len(good), 'row')} ({counted(added, 'new subscription')}); "
+              f"{counted(len(bad), 'bad row')} skipped.")
     return EXIT_OK if not bad else EXIT_FAIL
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 row`, `3 rows`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _is_guid(text: str) -> bool:
@@ -241,7 +252,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(fleet.to_json(), indent=2))
         else:
-            print(f"{fleet.tenants} watched tenants: " + ", ".join(f"{k} {v}" for k, v in fleet.verdicts.items()))
+            verdicts = ", ".join(f"{verdict} {count}" for verdict, count in fleet.verdicts.items())
+            print(f"{counted(fleet.tenants, 'watched tenant')}: {verdicts}")
             if fleet.top_missing:
                 print("Most often missing: " + ", ".join(f"{n} ({c})" for n, c in fleet.top_missing))
             if fleet.blocked:

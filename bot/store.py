@@ -69,7 +69,7 @@ class StateUnavailable(Exception):
     """Redis could not record or read state; str(exc) is a sentence for the user."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"Redis is unreachable, so {what} cannot be done right now. Nothing was changed; "
+        super().__init__(f"Redis is unreachable, so I cannot {what} right now. Nothing was changed; "
                          "try again in a minute.")
         self.what = what
 

@@ -238,6 +238,23 @@ def test_tenants_import_reports_bad_rows_by_line_and_imports_the_good(
     ]
 
 
+def test_a_sweep_of_no_tenant_ends_at_once_without_a_worker(redis_url: str, redis_prefix: str) -> None:
+    env = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
+    result = itdr("sweep", "--wait", "--json", "--timeout", "5", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"tenants": 0, "checked": 0, "changed": 0, "notified": 0, "unknown": 0,
+                                         "duration_ms": 0}
+    result = itdr("sweep", env=env)
+    assert result.stdout.startswith("No tenant is watched: nothing to sweep.")
+
+
+def test_one_imported_row_is_said_in_the_singular(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    csv_file = tmp_path / "one.csv"
+    csv_file.write_text("tenant,channel\ncontoso.onmicrosoft.com,C0FIRST\n")
+    result = itdr("tenants", "import", str(csv_file), env={"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix})
+    assert result.stdout.strip() == "Imported 1 row (1 new subscription); 0 bad rows skipped."
+
+
 def test_sweep_with_redis_down_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = itdr("sweep", "--wait", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2

@@ -120,7 +120,7 @@ class TestRedisRoles:
             with pytest.raises(StateUnavailable) as exc:
                 async with redis.state.guard("record the approval") as client:
                     await client.set(redis.state.key("approval"), "1")
-            assert str(exc.value).startswith("Redis is unreachable, so record the approval cannot be done")
+            assert str(exc.value).startswith("Redis is unreachable, so I cannot record the approval right now.")
         finally:
             await redis.aclose()
 
