@@ -309,6 +309,21 @@ def run_main(run: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return 130
 
 
+
+def run_with_redis(run: Callable[[str], Coroutine[Any, Any, int]]) -> int:
+    """`run_main(run(url))` on REDIS_URL, else on an embedded server started here (from the main thread: it stops
+    with this process however it ends)."""
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        return run_main(lambda: run(redis_url))  # Ctrl-C or SIGTERM: run() stops the children, deletes keys
+    from bot.store import EmbeddedRedis
+
+    embedded = EmbeddedRedis()
+    try:
+        return run_main(lambda: run(embedded.url))
+    finally:
+        embedded.close()
+
 # ----------------
 #  figures
 # ----------------

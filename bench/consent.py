@@ -76,7 +76,7 @@ from _harness import (
     free_port,
     metered,
     pct,
-    run_main,
+    run_with_redis,
     serve_bolt,
     signed_post,
     spawn,
@@ -616,16 +616,7 @@ def main() -> int:
         args.since = args.since and load_catalog().revision(args.since).version
     except UnknownVersion as exc:
         parser.error(str(exc))
-    redis_url = os.environ.get("REDIS_URL")
-    if redis_url:
-        return run_main(lambda: run(args, redis_url))  # Ctrl-C or SIGTERM: run() stops the children, deletes keys
-    from bot.store import EmbeddedRedis
-
-    embedded = EmbeddedRedis()  # from the main thread: it stops with this process however it ends
-    try:
-        return run_main(lambda: run(args, embedded.url))
-    finally:
-        embedded.close()
+    return run_with_redis(lambda redis_url: run(args, redis_url))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import AUTH_TEST, StandIn, child_env, die_with_parent, forget_keys, run_main, spawn, stop
+from _harness import AUTH_TEST, StandIn, child_env, die_with_parent, forget_keys, run_with_redis, spawn, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT_TOKEN = "xoxb-bench-sweep-token"
@@ -796,16 +796,7 @@ def main() -> int:
     if args.tenants < 1 or args.concurrency < 1 or min(args.workers) < 1 or args.fake_procs < 1:
         parser.error("--tenants, --concurrency, --workers and --fake-procs must be at least 1")
     sys.path.insert(0, str(ROOT))  # the parent imports and sweeps with this checkout's engine
-    redis_url = os.environ.get("REDIS_URL")
-    if redis_url:
-        return run_main(lambda: run(args, redis_url))  # Ctrl-C or SIGTERM: run() stops the children, deletes keys
-    from bot.store import EmbeddedRedis
-
-    embedded = EmbeddedRedis()
-    try:
-        return run_main(lambda: run(args, embedded.url))
-    finally:
-        embedded.close()
+    return run_with_redis(lambda redis_url: run(args, redis_url))
 
 
 if __name__ == "__main__":
