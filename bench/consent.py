@@ -37,10 +37,10 @@ itdr must make exactly one transition: one card update (timed for the click that
 private refusals ("already approved by <@winner>", timed for each losing click to the arrival of its
 response_url POST). The minimal app acks the same 50 clicks (click → ack).
 
-Reading the figures. Slack itself is not in the loop (its network time is the same for both apps). Bolt's asyncio
-listener runner, which both apps use, looks every 10 ms whether the listener has acked: an ack never leaves in
-less than ~10 ms, while itdr's listener acks first and goes on to record and update the card meanwhile, so at 1
-approver the card can change before the click's ack is back. At 50 one uvicorn worker (one core) is the limit, and
+Reading the figures. Slack itself is not in the loop (its network time is the same for both apps). The minimal app
+uses Bolt's default asyncio listener runner, which looks every 10 ms whether the listener has acked: its ack never
+leaves in less than ~10 ms. itdr's listeners return at their ack (handlers/acking.py) and record and update the
+card in the background. At 50 one uvicorn worker (one core) is the limit, and
 the latency is about 50 x the app's CPU per click, printed below the table with the load client's own.
 
 Target (issue 8): itdr p50 / minimal p50 <= 1.3 at 1 approver; the ratio at 50 is printed, not judged.

@@ -98,6 +98,7 @@ class InjectRuntime(AsyncMiddleware):
         context["readiness"] = runtime.readiness
         context["consent"] = runtime.consent
         context["drift"] = runtime.drift
+        context["background"] = runtime.background
         if context.get("response_url"):
             context["respond"] = PooledRespond(response_url=context["response_url"], session=runtime.http)
         await next()
@@ -125,6 +126,8 @@ def build_app(runtime: Runtime, *, register: Register | None = None) -> AsyncApp
         signing_secret=runtime.settings.secret("slack_signing_secret"),
         request_verification_enabled=runtime.mode is Mode.HTTP,
         raise_error_for_unhandled_request=True,  # unknown buttons get a notice, never a 404
+        # Listeners return once they have acked (handlers/acking.py), so Bolt answers at the ack, not after a poll.
+        process_before_response=True,
         logger=bolt_logger,
     )
 

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import BackgroundTasks
 from bot.consent.service import ConsentService
 from bot.consent.signing import Signer
 from bot.consent.store import ConsentStore
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Modes whose state must outlive the process: an embedded Redis there is worth a warning.
 _LONG_RUNNING = (Mode.HTTP, Mode.SOCKET, Mode.WORKER)
+#: How long a stopping process lets work under way (a check someone is waiting for) finish.
+BACKGROUND_DRAIN_SECONDS = 10.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Runtime:
     readiness: ReadinessService | None  # None: the check is not configured (it says how to set it up)
     consent: ConsentService
     drift: DriftService
+    background: BackgroundTasks  # listeners' work after their ack, drained at close
 
     @property
     def cache(self) -> Cache:
@@ -100,8 +104,10 @@ class Runtime:
             if mode in _LONG_RUNNING and settings.redis_dsn is not None:  # the embedded one was warned about
                 await _warn_without_persistence(redis.state)
             drift = DriftService(catalog, DriftStore(redis.state), service)
+            background = BackgroundTasks()
+            stack.push_async_callback(background.drain, BACKGROUND_DRAIN_SECONDS)  # first to run at close
             yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http, slack=slack,
-                      readiness=service, consent=consent, drift=drift)
+                      readiness=service, consent=consent, drift=drift, background=background)
 
 
 async def _group_members(slack: AsyncWebClient, group: str) -> list[str]:

@@ -6,7 +6,6 @@ Slack never sees a non-200 from us for a request that reached a listener, so use
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -31,17 +30,8 @@ def _json(payload: dict[str, Any]) -> BoltResponse:
     return BoltResponse(status=200, body=json.dumps(payload), headers={"content-type": "application/json"})
 
 
-def _keep_ack(ack: Any) -> None:
-    """Bolt's asyncio runner sets `ack.response = None` right after the error handler returns when the
-    listener failed *after* acking; if its 10 ms ack poll has not seen the ack yet, the request then looks
-    unacknowledged and Slack shows "dispatch_failed". Put the ack back on the next loop turn."""
-    acked = getattr(ack, "response", None)
-    if acked is not None:
-        asyncio.get_running_loop().call_soon(setattr, ack, "response", acked)
-
-
 async def handle_error(
-    error: Exception, body: dict[str, Any], response: BoltResponse | None, respond: Any, ack: Any
+    error: Exception, body: dict[str, Any], response: BoltResponse | None, respond: Any
 ) -> BoltResponse | None:
     """Log with an error id; tell the user through the ack (not yet acked) or the response_url."""
     if isinstance(error, BoltUnhandledRequestError):
@@ -69,8 +59,7 @@ async def handle_error(
             await respond(**payload)
         except Exception as exc:  # Slack unreachable: the log line is all we can do
             log.warning("could not deliver the error message: %s", type(exc).__name__)
-    if response is None:
-        _keep_ack(ack)  # last, with no await after it: see _keep_ack
+    if response is None:  # a failure after the ack (handlers/acking.py): the response_url was the only way
         return None
     return BoltResponse(status=200, body="")
 

@@ -3,7 +3,9 @@ running against the local fake of Microsoft, the report posted to the fake Slack
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -140,3 +142,50 @@ async def test_ack_within_3s_while_a_slow_microsoft_keeps_the_check_going(
         assert report["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
     finally:
         microsoft.latency = 0.0
+
+
+async def test_a_check_failing_after_its_ack_answers_with_an_error_id(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, serve_app: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.runtime import _build_readiness
+
+    def exploding(*args: Any) -> Any:
+        service = _build_readiness(*args)
+
+        async def run(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("graph exploded")
+
+        service.run = run  # type: ignore[union-attr]
+        return service
+
+    running = serve_app(readiness=exploding, **microsoft_settings(microsoft))
+    slack = SlackSim(running.events_url, fake_slack)
+    scenario = microsoft.add_tenant(complete_scenario())
+    try:
+        with caplog.at_level(logging.ERROR):
+            response, form = await slack.command(f"check {scenario.tenant_id}")
+            assert "Checking" in response.json()["text"]
+            answer = await fake_slack.answer_at(form["response_url"], within=15)
+        assert answer["text"].startswith("Sorry, that did not work (error id ")
+        error_id = answer["text"].split("error id ")[1].split(")")[0]
+        assert any(error_id in record.getMessage() for record in caplog.records)
+    finally:
+        await slack.aclose()
+
+
+async def test_a_check_under_way_when_the_server_stops_still_answers(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, serve_app: Callable[..., Any]
+) -> None:
+    running = serve_app(**microsoft_settings(microsoft))
+    slack = SlackSim(running.events_url, fake_slack)
+    scenario = microsoft.add_tenant(complete_scenario())
+    microsoft.latency = 0.8  # a check of a few seconds
+    try:
+        response, form = await slack.command(f"check {scenario.tenant_id}")
+        assert "Checking" in response.json()["text"]
+        await asyncio.to_thread(running.stop)  # a deploy: SIGTERM while the check runs
+        report = await fake_slack.answer_at(form["response_url"], within=15)
+        assert report["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
+    finally:
+        microsoft.latency = 0.0
+        await slack.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from handlers.acking import Listener, acks_first
 from handlers.actions.ask import handle_ask_action
 from handlers.actions.consent import (
     handle_consent_approve_action,
@@ -23,7 +24,7 @@ from handlers.actions.recheck import handle_recheck_action
 from handlers.actions.share import handle_share_action
 from handlers.ids import ActionId, action_pattern
 
-LISTENERS = {
+LISTENERS: dict[ActionId, Listener] = {
     ActionId.SHARE: handle_share_action,
     ActionId.ASK: handle_ask_action,
     ActionId.SHOW_MORE: handle_ask_action,  # the next page is one more answer
@@ -43,4 +44,4 @@ LISTENERS = {
 
 def register(app: AsyncApp) -> None:
     for action_id, listener in LISTENERS.items():
-        app.action(action_pattern(action_id))(listener)
+        app.action(action_pattern(action_id))(acks_first(listener))

@@ -1,0 +1,81 @@
+"""Answer Slack the moment a listener acks; the rest of its work goes on as a background task.
+
+The app runs Bolt with `process_before_response=True`, where Bolt answers Slack only when the listener returns.
+`acks_first` makes every listener return as soon as it has acked (or ended): the ack goes out at once, with no
+10 ms polling for it, while the work after it (a readiness check, a card update) runs on as a task the runtime
+holds and drains at shutdown. A failure after the ack reaches the same error handler as one before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from handlers.errors import handle_error
+
+Listener = Callable[..., Coroutine[Any, Any, Any]]
+
+#: What the wrapper itself needs from Bolt, beside what the listener asks for.
+_OWN_ARGS = ("ack", "body", "respond", "context")
+
+
+class _SignallingAck:
+    """Bolt's `ack`, which also resolves `acked` when called (whether the call succeeds or raises)."""
+
+    def __init__(self, ack: Any, acked: asyncio.Future[None]) -> None:
+        self._ack, self._acked = ack, acked
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self._ack(*args, **kwargs)
+        finally:
+            _resolve(self._acked)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ack, name)
+
+
+def acks_first(listener: Listener) -> Listener:
+    """`listener`, returning to Bolt once it has acked. A listener that takes no `ack` (events) is acked first."""
+    names = inspect.getfullargspec(listener).args
+    acks_itself = "ack" in names
+
+    async def run(**kwargs: Any) -> None:
+        ack = kwargs["ack"]
+        call = {name: kwargs[name] for name in names}
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+        if acks_itself:
+            call["ack"] = _SignallingAck(ack, acked)
+        else:
+            await ack()
+            acked.set_result(None)
+        task: asyncio.Task[Any] = loop.create_task(listener(**call))
+        task.add_done_callback(lambda _: _resolve(acked))
+        await acked
+        if ack.response is None:  # it ended or failed without acking: Bolt acks, or its error handler answers
+            await task
+            return
+        # Acked: the rest goes on in the background, and a failure after the ack is told through the response_url.
+        body, respond = kwargs["body"], kwargs["respond"]
+        kwargs["context"]["background"].keep(task, functools.partial(_after_ack, body=body, respond=respond))
+
+    # Bolt injects by the names of the listener's parameters (inspect.getfullargspec, which honours __signature__).
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                  for name in dict.fromkeys([*names, *_OWN_ARGS])]
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__name__ = run.__qualname__ = getattr(listener, "__name__", "listener")
+    return run
+
+
+def _resolve(acked: asyncio.Future[None]) -> None:
+    if not acked.done():
+        acked.set_result(None)
+
+
+async def _after_ack(error: BaseException, *, body: dict[str, Any], respond: Any) -> None:
+    """A listener failed after its ack: as Bolt would, log it and tell the user through the response_url."""
+    await handle_error(error if isinstance(error, Exception) else RuntimeError(repr(error)), body, None, respond)
