@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from handlers.errors import handle_error
 
+log = logging.getLogger(__name__)
+
 Listener = Callable[..., Coroutine[Any, Any, Any]]
 
+#: How long Slack waits for an ack (Bolt's own `ack_timeout`).
+ACK_SECONDS = 3.0
 #: What the wrapper itself needs from Bolt, beside what the listener asks for.
 _OWN_ARGS = ("ack", "body", "respond", "context")
 
@@ -55,11 +60,15 @@ def acks_first(listener: Listener) -> Listener:
             acked.set_result(None)
         task: asyncio.Task[Any] = loop.create_task(listener(**call))
         task.add_done_callback(lambda _: _resolve(acked))
+        deadline = loop.call_later(ACK_SECONDS, _resolve, acked)  # Slack gives up after 3 s: so does Bolt
         await acked
-        if ack.response is None:  # it ended or failed without acking: Bolt acks, or its error handler answers
-            await task
+        deadline.cancel()
+        if ack.response is None and task.done():  # ended or failed without acking: Bolt's error handler answers
+            task.result()
             return
-        # Acked: the rest goes on in the background, and a failure after the ack is told through the response_url.
+        if ack.response is None:
+            log.warning("%s did not ack within %.0f s; it goes on in the background", run.__name__, ACK_SECONDS)
+        # The rest goes on in the background; a failure after the ack is told through the response_url.
         body, respond = kwargs["body"], kwargs["respond"]
         kwargs["context"]["background"].keep(task, functools.partial(_after_ack, body=body, respond=respond))
 

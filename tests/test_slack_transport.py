@@ -113,6 +113,25 @@ class TestErrors:
         finally:
             await slack.aclose()
 
+    async def test_a_listener_that_never_acks_does_not_hold_the_request_past_slacks_3_s(
+        self, fake_slack: FakeSlack, serve_app, caplog
+    ):
+        from handlers.acking import acks_first
+
+        async def slow(ack):
+            await asyncio.sleep(6)  # Redis or Slack hanging before the ack
+
+        running = serve_app(register=lambda app: app.command("/itdr")(acks_first(slow)))
+        slack = SlackSim(running.events_url, fake_slack)
+        try:
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING):
+                await slack.command("help")
+            assert time.monotonic() - started < 4.5
+            assert any("did not ack within 3 s" in r.getMessage() for r in caplog.records)
+        finally:
+            await slack.aclose()
+
     async def test_healthz(self, slack: SlackSim):
         base = slack.app_url.rsplit("/slack/events", 1)[0]
         health = await slack.http.get(base + "/healthz")
