@@ -107,7 +107,7 @@ def serve_fake(args: argparse.Namespace) -> None:
     from starlette.routing import Route
 
     from catalog import Kind, load_catalog
-    from tests.fakes.microsoft import SERVICES, FakeMicrosoft, RecordedRequest, TenantScenario
+    from tests.fakes.microsoft import FakeMicrosoft, RecordedRequest, TenantScenario
 
     class BenchFake(FakeMicrosoft):
         """Tokens any process accepts, requests counted per process in shared memory instead of recorded."""
@@ -162,18 +162,7 @@ def serve_fake(args: argparse.Namespace) -> None:
         fake.tenants[tenant] = TenantScenario(tenant, domains=[f"bench{n}.onmicrosoft.com"],
                                               display_name=f"Bench {n}", app_role_assignments=grants,
                                               directory_roles=roles)
-    import socket
-
-    sockets = []
-    for service in SERVICES:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(4096)
-        sock.set_inheritable(True)
-        fake.ports[service] = sock.getsockname()[1]
-        sockets.append(sock)
-    fake._service_by_port = {port: service for service, port in fake.ports.items()}
+    sockets = fake.listen(backlog=4096)
     children = []
     for index in range(1, args.fake_procs):
         pid = os.fork()

@@ -743,17 +743,22 @@ class FakeMicrosoft:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> FakeMicrosoft:
+    def listen(self, backlog: int = 128) -> list[socket.socket]:
+        """One listening socket per service on a free loopback port (inheritable: forked servers share them)."""
         sockets: list[socket.socket] = []
         for service in SERVICES:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
-            sock.listen(128)
+            sock.listen(backlog)
             sock.set_inheritable(True)
             self.ports[service] = sock.getsockname()[1]
             sockets.append(sock)
         self._service_by_port = {port: service for service, port in self.ports.items()}
+        return sockets
+
+    def start(self) -> FakeMicrosoft:
+        sockets = self.listen()
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
         config = uvicorn.Config(
             app,
