@@ -17,6 +17,7 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_readiness_check import complete_scenario, drop
 from tests.test_slack_actions import click
+from tests.test_slack_transport import assert_error_id_logged
 
 
 def microsoft_settings(fake: FakeMicrosoft) -> dict[str, Any]:
@@ -166,9 +167,7 @@ async def test_a_check_failing_after_its_ack_answers_with_an_error_id(
             response, form = await slack.command(f"check {scenario.tenant_id}")
             assert "Checking" in response.json()["text"]
             answer = await fake_slack.answer_at(form["response_url"], within=15)
-        assert answer["text"].startswith("Sorry, that did not work (error id ")
-        error_id = answer["text"].split("error id ")[1].split(")")[0]
-        assert any(error_id in record.getMessage() for record in caplog.records)
+        assert_error_id_logged(answer["text"], caplog)
     finally:
         await slack.aclose()
 

@@ -88,6 +88,13 @@ class TestRedisDown:
             await slack.aclose()
 
 
+def assert_error_id_logged(text: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The user got "Sorry, that did not work (error id X)" and the log has a line naming X."""
+    assert text.startswith("Sorry, that did not work (error id ")
+    error_id = text.split("error id ")[1].split(")")[0]
+    assert any(error_id in record.getMessage() for record in caplog.records)
+
+
 class TestErrors:
     async def test_listener_failure_becomes_an_ephemeral_error_id(self, fake_slack: FakeSlack, serve_app, caplog):
         from catalog import load_catalog
@@ -107,9 +114,7 @@ class TestErrors:
                 assert response.status_code == 200
             answer = response.json()
             assert answer["response_type"] == "ephemeral"
-            assert answer["text"].startswith("Sorry, that did not work (error id ")
-            error_id = answer["text"].split("error id ")[1].split(")")[0]
-            assert any(error_id in r.getMessage() for r in caplog.records)
+            assert_error_id_logged(answer["text"], caplog)
         finally:
             await slack.aclose()
 
