@@ -135,6 +135,7 @@ def itdr_environment(api_url: str, redis_url: str, approvers: int) -> dict[str, 
         "REDIS_PREFIX": REDIS_PREFIX,
         "ITDR_APPROVERS": " ".join(approver(n) for n in range(approvers)),
         "ITDR_REQUIRED_APPROVALS": "1",
+        "ITDR_STATE_SECRET": "bench-consent-state-secret",
         "ITDR_CONSENT_TTL_SECONDS": str(CONSENT_TTL_SECONDS),
     }
 

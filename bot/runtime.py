@@ -32,7 +32,7 @@ from bot.drift.store import DriftStore
 from bot.readiness.limits import CheckLimits
 from bot.readiness.service import ReadinessService
 from bot.settings import Mode, Settings
-from bot.store import Cache, EmbeddedRedis, RedisConnections, State
+from bot.store import Cache, EmbeddedRedis, Epoch, RedisConnections, State, StateUnavailable
 from catalog import Catalog, load_catalog
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Runtime:
     consent: ConsentService
     drift: DriftService
     background: BackgroundTasks  # listeners' work after their ack, drained at close
+    epoch: Epoch | None = None  # the state's epoch at start (None: Redis was down then)
 
     @property
     def cache(self) -> Cache:
@@ -103,11 +104,33 @@ class Runtime:
                                      signer=Signer.from_settings(settings))
             if mode in _LONG_RUNNING and settings.redis_dsn is not None:  # the embedded one was warned about
                 await _warn_without_persistence(redis.state)
+                await _warn_on_eviction(redis.state)
+            epoch = await _epoch(redis.state)
             drift = DriftService(catalog, DriftStore(redis.state), service)
             background = BackgroundTasks()
             stack.push_async_callback(background.drain, BACKGROUND_DRAIN_SECONDS)  # first to run at close
             yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http, slack=slack,
-                      readiness=service, consent=consent, drift=drift, background=background)
+                      readiness=service, consent=consent, drift=drift, background=background, epoch=epoch)
+
+
+    async def state_reset(self) -> Epoch | None:
+        """The new epoch when Redis lost its data since this process started (for an ops alert); else None.
+        Raises StateUnavailable when Redis cannot be asked."""
+        return await self.state.reset_since(self.epoch)
+
+
+async def _epoch(state: State) -> Epoch | None:
+    try:
+        return await state.epoch()
+    except StateUnavailable:
+        return None  # fails open at start: the listeners say what they cannot do
+
+
+async def _warn_on_eviction(state: State) -> None:
+    policy = await state.eviction_policy()
+    if policy is not None and policy != "noeviction":
+        log.warning("Redis maxmemory-policy is %s, not noeviction: under memory pressure it evicts approvals, the "
+                    "audit trail and watched tenants. Set maxmemory-policy noeviction.", policy)
 
 
 async def _group_members(slack: AsyncWebClient, group: str) -> list[str]:

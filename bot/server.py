@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from bot.app import Register, build_app
 from bot.consent.model import ConsentState
-from bot.consent.service import BadSignature, UnknownRequest
+from bot.consent.service import BadSignature, StateReset, UnknownRequest
 from bot.http_guard import Endpoint, slack_events_endpoint
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
@@ -92,28 +92,35 @@ def page(status: int, title: str, *paragraphs: str, link: str | None = None) -> 
 
 
 async def admin_consent_callback(runtime: Runtime, query: Mapping[str, str]) -> HTMLResponse:
-    """Microsoft's redirect after an admin's decision on the consent link: check the signed state, the request and
-    the tenant, record what happened, verify with a fresh check, and update the card. Decided on the absence of
-    `error` (an error redirect also carries admin_consent=True)."""
+    """Microsoft's redirect after an admin's decision on the consent link: check the signed state and the request,
+    record what the redirect claims, verify with a fresh check, and update the card.
+
+    `error` is read first (Microsoft's declined redirect carries `error`, `error_description` and `state`, no
+    `tenant`; an error redirect may also carry admin_consent=True). A redirect without an error only says the admin
+    came back: anyone holding the link can call it, so only the fresh check records `verified`."""
     consent = runtime.consent
     error = query.get("error")
     try:
         outcome = await consent.callback(query.get("state"), query.get("tenant"), error,
                                          query.get("error_description"))
-    except (BadSignature, UnknownRequest):
-        return page(400, "This consent link is not valid",
-                    "It was not issued by itdr-bot, or its request no longer exists. Nothing was changed.")
+    except BadSignature:
+        return page(400, "This consent link is not valid", "It was not issued by itdr-bot. Nothing was changed.")
+    except StateReset as exc:
+        return page(410, "This consent request is gone", str(exc))
+    except UnknownRequest:
+        return page(410, "This consent request no longer exists",
+                    "It was closed more than 30 days ago. Ask again with /itdr consent in Slack.")
     except StateUnavailable as exc:
         return page(503, "Consent could not be recorded", str(exc))
     request = outcome.request
-    back = f"https://slack.com/app_redirect?channel={request.channel}"
+    back = runtime.settings.slack_web_url(f"app_redirect?channel={request.channel}")
     if outcome.changed:
         await update_card(runtime.slack, consent, request)
     if outcome.refusal:
         return page(400, "This consent callback was refused", outcome.refusal, "Nothing was changed.", link=back)
     if error:
         return page(200, "Consent was not granted", f"Microsoft said: {request.last_error}",
-                    "The request's card in Slack says so; the admin can try again from it.", link=back)
+                    "The request's card in Slack says so and offers the link again for another try.", link=back)
     verification = await consent.verify(request.id, "admin-consent callback")
     await update_card(runtime.slack, consent, verification.outcome.request)
     checked = verification.outcome.request
@@ -121,8 +128,8 @@ async def admin_consent_callback(runtime: Runtime, query: Mapping[str, str]) -> 
         return page(200, "Consent granted and verified",
                     f"{checked.tenant.label} now grants everything {checked.version} asks for "
                     f"(verdict: {checked.verdict}). The card in Slack shows it.", link=back)
-    return page(200, "Consent recorded",
-                f"Microsoft reported the consent, but a fresh check of {checked.tenant.label} still misses "
+    return page(200, "Consent not verified yet",
+                f"You came back from Microsoft, but a fresh check of {checked.tenant.label} still misses "
                 f"{len(checked.still_missing)} items. New grants can take a few minutes to show: use Verify now on "
                 "the card in Slack.", link=back)
 

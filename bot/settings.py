@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     itdr_consent_ttl_seconds: int = Field(default=259200, ge=60)
     # Must be a reply URL registered on the ITDR app; unset, Microsoft sends the admin to the app's own page.
     itdr_consent_redirect_uri: AnyHttpUrl | None = None
+    # The key that signs consent buttons and links: one value for every process (serve, socket, worker).
     itdr_state_secret: SecretStr | None = Field(default=None, min_length=16)
+    # The key before a rotation: values it signed still verify; new ones use ITDR_STATE_SECRET.
+    itdr_state_secret_previous: SecretStr | None = Field(default=None, min_length=16)
 
     # --- Sweeps and drift ---------------------------------------------------------------------------
     itdr_sweep_cron: str = "0 */6 * * *"  # when every watched tenant is checked (cron, UTC)
@@ -109,7 +112,7 @@ class Settings(BaseSettings):
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "redis_url", "itdr_client_id",
         "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", "itdr_consent_redirect_uri",
-        "itdr_state_secret", mode="before",
+        "itdr_state_secret", "itdr_state_secret_previous", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -244,11 +247,21 @@ class Settings(BaseSettings):
         value = getattr(self, name)
         return value.get_secret_value().strip() if value is not None else ""
 
+    def slack_web_url(self, path: str) -> str:
+        """A Slack web page (a permalink, an app redirect) on the host SLACK_API_URL names."""
+        return f"{self.slack_api_url.removesuffix('/').removesuffix('/api')}/{path.lstrip('/')}"
+
     def require(self, mode: Mode) -> None:
         """Raise ConfigError, naming the variable, when `mode` lacks a setting it needs."""
         for name in _REQUIRED.get(mode, ()):
             if getattr(self, name) is None:
                 raise ConfigError(f"{name.upper()} is not set; it is required for {_MODE_NAMES[mode]}")
+        if mode in _MODE_NAMES and self.approvers and self.itdr_state_secret is None:
+            # Never a per-process or derived key: a card posted by one process must be clickable in every other,
+            # and rotating a Slack secret must not void open cards.
+            raise ConfigError("ITDR_STATE_SECRET is not set; consent (ITDR_APPROVERS) needs it, the same value for "
+                              "`itdr serve`, `itdr socket` and `itdr worker` (16+ characters, e.g. "
+                              "`openssl rand -hex 32`)")
 
 
 #: Pydantic's wording for the common type errors, said as what the variable expects.
@@ -281,7 +294,7 @@ def load_settings(mode: Mode | None = None, **overrides: Any) -> Settings:
     register_secrets(
         value.get_secret_value()
         for value in (settings.slack_bot_token, settings.slack_signing_secret, settings.slack_app_token,
-                      settings.itdr_client_secret, settings.itdr_state_secret)
+                      settings.itdr_client_secret, settings.itdr_state_secret, settings.itdr_state_secret_previous)
         if value is not None
     )
     if settings.redis_dsn:

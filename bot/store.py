@@ -26,6 +26,8 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -161,6 +163,22 @@ def _loads(raw: bytes | None) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """When the state in Redis began: written once, never expires. A different (or missing) epoch than one seen
+    earlier means Redis lost its data since (a flush, a failover to an empty replica, an eviction)."""
+
+    value: str  # whole seconds since 1970, as written
+
+    @property
+    def started_at(self) -> datetime:
+        return datetime.fromtimestamp(int(self.value), UTC)
+
+    def reset_sentence(self) -> str:
+        return (f"The bot's state was reset on {self.started_at:%Y-%m-%d %H:%M UTC} (Redis lost its data); open "
+                "consent requests and watched tenants are gone. Ask again to start over.")
+
+
 class State:
     """Fail-closed state under `prefix`: use `async with state.guard("record the approval") as redis: ...`."""
 
@@ -191,6 +209,37 @@ class State:
                     return await body(pipe)
                 except WatchError:
                     await pipe.reset()
+
+    async def epoch(self) -> Epoch:
+        """The epoch of the state in Redis, written now when there is none (a first start, or lost data)."""
+        key = self.key("epoch")
+        async with self.guard("read the state's epoch") as redis:
+            await redis.set(key, str(int(time.time())), nx=True)
+            raw = await redis.get(key)
+        return Epoch(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def reset_since(self, known: Epoch | str | None) -> Epoch | None:
+        """The current epoch when Redis lost its data since `known` was read (or signed into a value); None when
+        it did not, or `known` is unknown. The one check for "was the state reset?" (listeners, ops alerts)."""
+        if known is None:
+            return None
+        current = await self.epoch()
+        value = known.value if isinstance(known, Epoch) else known
+        return current if current.value != value else None
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy`, or None when it cannot say (CONFIG refused: INFO memory is asked)."""
+        try:
+            config = await self.client.config_get("maxmemory-policy")
+            policy = config.get("maxmemory-policy")
+            if policy is None:
+                policy = (await self.client.info("memory")).get("maxmemory_policy")
+        except (RedisError, OSError):
+            try:
+                policy = (await self.client.info("memory")).get("maxmemory_policy")
+            except (RedisError, OSError):
+                return None
+        return policy.decode() if isinstance(policy, bytes) else (str(policy) if policy is not None else None)
 
     async def persistence(self) -> tuple[bool, bool] | None:
         """(AOF on, RDB snapshots on), or None when Redis cannot say (down, or CONFIG disabled)."""

@@ -29,9 +29,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.consent.model import ConsentState
 from bot.consent.service import is_satisfied
-from bot.consent.store import UnknownRequest
 from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
 from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish_now, queue_for, start_sweep
@@ -198,16 +196,10 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
         updated += 1
     if runtime.readiness is None:
         return updated
-    for request_id in await consent.store.open_ids():
-        try:
-            request = await consent.store.get(request_id)
-        except UnknownRequest:
-            continue
-        if request.state is not ConsentState.approved:
-            continue
+    for request in await consent.awaiting_proof():
         report = await runtime.drift.check(request.tenant.id, priority=Priority.LOW)
         if is_satisfied(runtime.catalog, report, request.version):
-            verification = await consent.verify(request_id, "itdr worker")
+            verification = await consent.verify(request.id, "itdr worker")
             if verification.outcome.changed:
                 await update_card(runtime.slack, consent, verification.outcome.request)
                 updated += 1

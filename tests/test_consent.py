@@ -33,6 +33,7 @@ catalog = load_catalog()
 ROOT = Path(__file__).resolve().parents[1]
 REQUESTER, APPROVER, SECOND, OUTSIDER = "U111", "U222", "U223", "U999"
 CHANNEL = "C111"
+STATE_SECRET = "consent-test-state-secret-1"
 
 
 def grant(scenario: TenantScenario, version: str) -> None:
@@ -110,7 +111,8 @@ class Consent:
 
 @pytest.fixture
 def consent(microsoft: FakeMicrosoft, fake_slack: FakeSlack, serve_app: Callable[..., Any]) -> Iterator[Consent]:
-    settings = microsoft_settings(microsoft) | {"itdr_approvers": f"{APPROVER},{SECOND},{REQUESTER},S0APPROVERS"}
+    settings = microsoft_settings(microsoft) | {"itdr_approvers": f"{APPROVER},{SECOND},{REQUESTER},S0APPROVERS",
+                                                "itdr_state_secret": STATE_SECRET}
     fake_slack.usergroups["S0APPROVERS"] = [f"U3{n:02d}" for n in range(60)]
     yield Consent(serve_app, fake_slack, settings)
 
@@ -165,7 +167,7 @@ async def test_the_whole_path_from_request_to_verified_survives_restarts(
     grant(tenant, "v6")  # the Global Administrator consents in the browser
     page = await consent.callback(admin_consent="True", tenant=tenant.tenant_id, state=state)
     assert page.status_code == 200 and "Consent granted and verified" in page.text
-    assert "slack.com/app_redirect?channel=C111" in page.text
+    assert fake_slack.api_url.removesuffix("api/") + "app_redirect?channel=C111" in page.text  # SLACK_API_URL's host
     verified = await consent.card(count=3)
     assert "*Verified*" in card_text(verified)
     assert not [b for b in verified["blocks"] if b["type"] == "actions" and
@@ -177,7 +179,8 @@ async def test_the_whole_path_from_request_to_verified_survives_restarts(
 
     lines = await consent.audit(tenant.domains[0])
     actions = [line.split("*")[1] for line in lines if line.startswith("`")]
-    assert actions == ["requested", "approved", "link_issued", "callback_granted", "verified", "refused"]
+    assert actions == ["requested", "approved", "link_issued", "admin_returned", "verified", "refused"]
+    assert any("admin returned (unverified)" in line for line in lines)
 
 
 async def test_outsiders_requesters_and_second_clicks_are_turned_away_privately(
@@ -266,7 +269,7 @@ async def test_asking_again_links_to_the_open_card_and_a_satisfied_tenant_gets_n
     tenant = tenant_at(microsoft, "v5")
     await consent.ask(f"consent {tenant.tenant_id}")
     again = await consent.ask(f"consent {tenant.domains[0]} v6", user=SECOND)
-    assert "is already open: https://slack.com/archives/C111/p" in again["text"]
+    assert f"is already open: {fake_slack.api_url.removesuffix('api/')}archives/C111/p" in again["text"]
     ready = tenant_at(microsoft, "v6")
     answer = await consent.ask(f"consent {ready.tenant_id}")
     assert "already grants everything v6 asks for" in answer["text"]
@@ -324,22 +327,55 @@ async def test_forged_buttons_and_callbacks_change_nothing(
     assert good.status_code == 200
 
 
-async def test_consent_refused_by_the_admin_is_shown_and_can_be_retried(
-    consent: Consent, microsoft: FakeMicrosoft, fake_slack: FakeSlack
+async def test_consent_declined_by_the_admin_is_shown_and_can_be_retried(
+    consent: Consent, microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
 ) -> None:
     tenant = tenant_at(microsoft, "v5")
     await consent.ask(f"consent {tenant.tenant_id}")
     await consent.click(await consent.card(), "consent-approve", user=APPROVER)
     approved = await consent.card(count=2)
     state = parse_qs(urlsplit(grant_url(approved)).query)["state"][0]
-    page = await consent.callback(admin_consent="True", error="access_denied", state=state,
-                                  tenant=tenant.tenant_id, error_description="AADSTS65004: User declined to consent")
+    # Microsoft's declined redirect: error, error_description and state, no tenant
+    # (/work/shared/reference/microsoft-apis.md §7, from Microsoft's v2-admin-consent doc).
+    page = await consent.callback(error="access_denied", state=state,
+                                  error_description="AADSTS65004: User declined to consent")
     assert page.status_code == 200 and "Consent was not granted" in page.text and "AADSTS65004" in page.text
     failed = await consent.card(count=3)
     assert "Consent not granted:* access_denied: AADSTS65004" in card_text(failed)
+    assert grant_url(failed), "the card offers the link again"
+    assert "callback_failed" in await consent.trail(redis_url, redis_prefix, tenant.tenant_id)
+    # The admin tries again and grants: the link still works (a declined or replayed call retires nothing).
+    grant(tenant, "v6")
     retry_state = parse_qs(urlsplit(grant_url(failed)).query)["state"][0]
-    assert retry_state != state, "a new link for a new try"
-    assert (await consent.callback(admin_consent="True", tenant=tenant.tenant_id, state=state)).status_code == 400
+    good = await consent.callback(admin_consent="True", tenant=tenant.tenant_id, state=retry_state)
+    assert good.status_code == 200 and "verified" in good.text
+
+
+async def test_a_forged_return_without_the_grant_neither_verifies_nor_locks_the_admin_out(
+    consent: Consent, microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
+) -> None:
+    tenant = tenant_at(microsoft, "v5")
+    await consent.ask(f"consent {tenant.tenant_id}")
+    await consent.click(await consent.card(), "consent-approve", user=APPROVER)
+    state = parse_qs(urlsplit(grant_url(await consent.card(count=2))).query)["state"][0]
+    # Someone holding the link calls the callback before the admin consented (and again, and with an error).
+    for query in ({"tenant": tenant.tenant_id}, {"tenant": tenant.tenant_id}, {"error": "x", "error_description": "y"}):
+        page = await consent.callback(admin_consent="True", state=state, **query)
+        assert page.status_code == 200 and "verified" not in page.text.replace("not verified yet", "")
+    trail = await consent.trail(redis_url, redis_prefix, tenant.tenant_id)
+    assert "verified" in trail and trail.count("admin_returned") == 2
+    from bot.consent.store import ConsentStore
+    from bot.store import RedisConnections
+
+    redis = RedisConnections(redis_url, redis_prefix)
+    try:
+        request_id = find_button((await consent.card(count=2))["blocks"], "consent-verify")["value"].split(".")[0]
+        assert (await ConsentStore(redis.state).get(request_id)).state.value == "approved"
+    finally:
+        await redis.aclose()
+    grant(tenant, "v6")  # the real admin consents and comes back by the same link
+    good = await consent.callback(admin_consent="True", tenant=tenant.tenant_id, state=state)
+    assert good.status_code == 200 and "Consent granted and verified" in good.text
 
 
 async def test_verify_now_shows_what_is_still_missing(
@@ -385,7 +421,8 @@ async def test_without_approvers_consent_explains_the_setting(
 async def test_with_redis_down_nothing_is_decided_without_its_record(
     microsoft: FakeMicrosoft, fake_slack: FakeSlack, serve_app: Callable[..., Any]
 ) -> None:
-    settings = microsoft_settings(microsoft) | {"itdr_approvers": APPROVER, "redis_url": "redis://127.0.0.1:1/0"}
+    settings = microsoft_settings(microsoft) | {"itdr_approvers": APPROVER, "itdr_state_secret": STATE_SECRET,
+                                                "redis_url": "redis://127.0.0.1:1/0"}
     consent = Consent(serve_app, fake_slack, settings)
     answer = await consent.ask(f"consent {tenant_at(microsoft, 'v5').tenant_id}")
     assert answer["text"].startswith("Redis is unreachable, so")

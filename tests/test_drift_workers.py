@@ -114,7 +114,8 @@ async def test_two_workers_one_killed_mid_sweep_every_tenant_checked_each_change
 async def test_an_approved_consent_is_verified_by_the_worker_and_its_card_updated(
     microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
 ) -> None:
-    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_approvers="U222")
+    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_approvers="U222",
+                               itdr_state_secret="worker-test-state-secret")
     async with running_worker(settings, microsoft, fake_slack) as fleet:
         scenario = complete_scenario("v5")
         scenario.display_name = "Pending"

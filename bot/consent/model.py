@@ -36,7 +36,8 @@ class AuditAction(StrEnum):
     denied = "denied"
     expired = "expired"
     link_issued = "link_issued"
-    callback_granted = "callback_granted"
+    callback_granted = "callback_granted"  # older records; the callback is now recorded as admin_returned
+    admin_returned = "admin_returned"  # the admin came back through the link without an error: a claim, unverified
     callback_failed = "callback_failed"
     verified = "verified"
 
@@ -74,6 +75,7 @@ class Ask(BaseModel):
 
 class ConsentRequest(BaseModel):
     id: str
+    epoch: str = ""  # the state's epoch when the request was made (signed into its buttons and link)
     tenant: TenantRef
     version: str
     requester: str
@@ -88,8 +90,9 @@ class ConsentRequest(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     deny_reason: str | None = None
-    link_nonce: str | None = None  # the `state` of the admin-consent link now out; consumed by its callback
+    link_nonce: str | None = None  # the `state` of the admin-consent link now out; retired only by `verified`
     last_error: str | None = None  # Microsoft's description of a failed consent
+    returned_at: datetime | None = None  # an admin came back through the link without an error (unverified)
     still_missing: tuple[str, ...] = ()  # what the last verification did not find yet
     verdict: str | None = None  # the verdict of the last verification
 
@@ -212,7 +215,12 @@ def callback(
     request: ConsentRequest, *, nonce: str, tenant: str | None, error: str | None, description: str | None,
     now: datetime,
 ) -> Outcome:
-    """Microsoft's redirect after the admin's decision. The nonce is single use: a replay is refused."""
+    """Microsoft's redirect after the admin's decision: a claim, not a proof (anyone holding the link can call it).
+
+    `error` is read first: Microsoft's declined redirect carries `error`, `error_description` and `state`, and no
+    `tenant`. Nothing here retires the link the admin may still come back by (a forged or replayed call must not
+    lock the real admin out): a declined consent shows the same link again for the next try, and a return without
+    an error is recorded as unverified; only `verified` (a fresh readiness check) closes the link."""
     actor = "admin-consent callback"
     if request.expired_at(now):
         outcome = _expire(request, actor, now)
@@ -222,20 +230,19 @@ def callback(
         return _refuse(request, actor, "This consent request is not waiting for an admin's consent.",
                        detail=f"callback while {request.state.value}")
     if nonce != request.link_nonce:
-        return _refuse(request, actor, "This link was already used or replaced by a newer one.",
-                       detail="replayed or stale state")
+        return _refuse(request, actor, "This link was replaced by a newer one.", detail="unknown or stale state")
+    if error:
+        text = (f"{error}: {description}" if description else error)[:500]
+        if text == request.last_error:  # the same redirect again (a reload): already recorded
+            return Outcome(request)
+        failed = request.model_copy(update={"last_error": text})
+        return Outcome(failed, (AuditEntry(AuditAction.callback_failed, actor, text),), changed=True)
     if (tenant or "").lower() != request.tenant.id.lower():
         return _refuse(request, actor, "Microsoft returned another tenant than the one this request is for.",
                        detail=f"callback for tenant {tenant or '(none)'}")
-    if error:
-        text = f"{error}: {description}" if description else error
-        fresh = new_nonce()  # the admin may try again with a new link
-        failed = request.model_copy(update={"last_error": text[:500], "link_nonce": fresh})
-        return Outcome(failed, (AuditEntry(AuditAction.callback_failed, actor, text[:500]),
-                                AuditEntry(AuditAction.link_issued, actor, "a new link after a failed consent")),
-                       changed=True)
-    granted = request.model_copy(update={"last_error": None, "link_nonce": None})
-    return Outcome(granted, (AuditEntry(AuditAction.callback_granted, actor, f"tenant {request.tenant.id}"),),
+    returned = request.model_copy(update={"last_error": None, "returned_at": now})
+    return Outcome(returned, (AuditEntry(AuditAction.admin_returned, actor,
+                                         f"admin returned (unverified) for tenant {request.tenant.id}"),),
                    changed=True)
 
 

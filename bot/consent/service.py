@@ -10,18 +10,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlencode
 
 from bot.consent import model
 from bot.consent.model import Ask, ConsentRequest, ConsentState, Outcome, TenantRef
 from bot.consent.signing import BadSignature, Signer
 from bot.consent.store import AuditRecord, ConsentStore, UnknownRequest
 from bot.microsoft.errors import MicrosoftError
-from bot.microsoft.tenant import parse_tenant
+from bot.microsoft.tenant import admin_consent_url, parse_tenant
 from bot.readiness.model import CheckStatus, Report, Verdict
 from bot.readiness.service import CheckRequest, ReadinessService
 from bot.settings import Settings
-from bot.store import Cache
+from bot.store import Cache, Epoch
 from catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,14 @@ _BUTTON, _STATE = "consent-button", "consent-state"
 
 class ConsentRefused(Exception):
     """The request cannot be made; str(exc) tells the requester why, and nothing was recorded."""
+
+
+class StateReset(UnknownRequest):
+    """The request is gone because Redis lost its data after the value naming it was signed; str(exc) says when."""
+
+    def __init__(self, epoch: Epoch) -> None:
+        super().__init__(epoch.reset_sentence())
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -95,21 +102,46 @@ class ConsentService:
     # --- signed values ------------------------------------------------------------------------------
 
     def button_value(self, request: ConsentRequest) -> str:
-        return self.signer.sign(_BUTTON, request.id)
+        """The request's id and the state's epoch it was made in, signed (the epoch tells a reset from a forgery)."""
+        return self.signer.sign(_BUTTON, request.id, *((request.epoch,) if request.epoch else ()))
 
     def request_id(self, value: str | None) -> str:
         """The request a button value names; BadSignature for a forged or edited value."""
-        return self.signer.verify(_BUTTON, value, 1)[0]
+        return self.signer.verify(_BUTTON, value, (1, 2))[0]
+
+    async def gone(self, value: str | None) -> str:
+        """Why the request a (verified) button value names no longer exists, in a sentence for the clicker."""
+        parts = self.signer.verify(_BUTTON, value, (1, 2))
+        reset = await self.store.reset_since(parts[1] if len(parts) > 1 else None)
+        if reset is not None:
+            return reset.reset_sentence()
+        return "That consent request no longer exists; ask again with `/itdr consent`."
 
     def consent_url(self, request: ConsentRequest) -> str | None:
         """The admin-consent link for an approved request (None when no link is out)."""
         if request.state is not ConsentState.approved or not request.link_nonce:
             return None
-        query = {"client_id": self.settings.target_app_id,
-                 "state": self.signer.sign(_STATE, request.id, request.link_nonce)}
-        if self.settings.itdr_consent_redirect_uri is not None:
-            query["redirect_uri"] = str(self.settings.itdr_consent_redirect_uri)
-        return f"{self.settings.authority_host}/{request.tenant.id}/adminconsent?{urlencode(query)}"
+        state = self.signer.sign(_STATE, request.id, request.link_nonce, *((request.epoch,) if request.epoch else ()))
+        return admin_consent_url(self.settings.authority_host, self.settings.target_app_id, request.tenant.id,
+                                 state=state, redirect_uri=self.settings.itdr_consent_redirect_uri)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    async def get(self, request_id: str) -> ConsentRequest:
+        """The request; UnknownRequest when there is none."""
+        return await self.store.get(request_id)
+
+    async def awaiting_proof(self) -> list[ConsentRequest]:
+        """Approved requests whose admin-consent link is out: the worker checks them until verified."""
+        requests = []
+        for request_id in await self.store.open_ids():
+            try:
+                request = await self.store.get(request_id)
+            except UnknownRequest:
+                continue
+            if request.state is ConsentState.approved:
+                requests.append(request)
+        return requests
 
     # --- asking ---------------------------------------------------------------------------------
 
@@ -132,6 +164,7 @@ class ConsentService:
         now = model.now_utc()
         request = ConsentRequest(
             id=model.new_request_id(),
+            epoch=(await self.store.epoch()).value,
             tenant=TenantRef(id=tenant_id, domain=report.tenant.domain or (None if check.tenant.is_guid
                                                                             else check.tenant.value),
                              name=report.tenant.name),
@@ -204,15 +237,16 @@ class ConsentService:
             return await self.deny(request_id, actor, "")
         if actor not in await self.approvers():
             outcome = model.deny(request, actor, "", approvers=frozenset(), now=now)
-            await self.store.record_refusal(request, actor, "not an approver")
+            await self.store.record_refusal(request, actor, "not an approver", limited=True)
             return outcome
         return None
 
     async def refuse_forged(self, channel: str, ts: str, actor: str) -> None:
-        """A button value we did not sign, clicked on a card we know: the attempt goes into that tenant's audit."""
+        """A button value we did not sign, clicked on a card we know: the attempt goes into that tenant's audit
+        (rate-limited per clicker, so nobody can flood the trail)."""
         request = await self.store.by_card(channel, ts)
         if request is not None:
-            await self.store.record_refusal(request, actor, "forged or edited button value")
+            await self.store.record_refusal(request, actor, "forged or edited button value", limited=True)
         log.warning("consent button with a bad signature from %s", actor)
 
     async def verify(self, request_id: str, actor: str) -> Verification:
@@ -234,10 +268,16 @@ class ConsentService:
     ) -> Outcome:
         """Microsoft's redirect after the admin's decision. Raises BadSignature for a state we did not issue and
         UnknownRequest for a request that does not exist."""
-        request_id, nonce = self.signer.verify(_STATE, state, 2)
+        request_id, nonce, *epoch = self.signer.verify(_STATE, state, (2, 3))
         now = model.now_utc()
-        return await self.store.apply(request_id, lambda r: model.callback(
-            r, nonce=nonce, tenant=tenant, error=error, description=description, now=now), "record the callback")
+        try:
+            return await self.store.apply(request_id, lambda r: model.callback(
+                r, nonce=nonce, tenant=tenant, error=error, description=description, now=now), "record the callback")
+        except UnknownRequest:
+            reset = await self.store.reset_since(epoch[0] if epoch else None)
+            if reset is not None:
+                raise StateReset(reset) from None
+            raise
 
     # --- time and reading --------------------------------------------------------------------------
 
@@ -269,4 +309,5 @@ class ConsentService:
         return await self.store.audit(tenant_id, newest=newest)
 
 
-__all__ = ["BadSignature", "ConsentRefused", "ConsentService", "Prepared", "UnknownRequest", "Verification"]
+__all__ = ["BadSignature", "ConsentRefused", "ConsentService", "Prepared", "StateReset", "UnknownRequest",
+           "Verification"]

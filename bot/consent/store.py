@@ -4,14 +4,18 @@ when Redis cannot be reached, and nothing is decided without its record.
 Every change is one WATCH/MULTI transaction that reads the request, applies a pure rule (`bot.consent.model`),
 and writes the request and its audit records together, so 50 simultaneous clicks make exactly one transition.
 
-Keys (under the Redis prefix):
+Keys (under the Redis prefix), each bounded (README "Consent walk-through" lists them too):
     consent:req:{id}              the request (JSON), kept 30 days after it expires
-    consent:open:{tenant}:{vN}    the id of the open request for a tenant and revision
-    consent:card:{channel}:{ts}   the id of the request a card shows (Slack tells which message was clicked)
-    consent:approved:{tenant}     the last revision approved for the tenant
-    consent:due                   open requests by expiry time (sorted set)
-    audit:{tenant}                the audit trail (stream), appended to, never rewritten
-    tenant:alias:{domain}         the tenant id behind a domain used in a request
+    consent:open:{tenant}:{vN}    the id of the open request for a tenant and revision: until the request
+                                  expires; while its card is being posted, RESERVE_SECONDS
+    consent:card:{channel}:{ts}   the id of the request a card shows, as long as the request
+    consent:approved:{tenant}     the last revision approved for the tenant, APPROVED_TTL after the approval
+    consent:due                   open requests by expiry time (sorted set; a request leaves it when it closes)
+    consent:refused:{tenant}:{user}  refusals of one clicker recorded in the last hour (REFUSALS_PER_HOUR)
+    audit:{tenant}                the audit trail (stream), appended to, never rewritten; the newest
+                                  AUDIT_MAX_ENTRIES kept (oldest dropped first)
+    tenant:alias:{domain}         the tenant id behind a domain used in a request, kept as long as its request
+    epoch                         when the state began (`State.epoch`), never expires
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from typing import cast
 from redis.asyncio.client import Pipeline
 
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
-from bot.store import State
+from bot.store import Epoch, State
 
 RETENTION = timedelta(days=30)  # an expired or closed request stays readable this long
+APPROVED_TTL = timedelta(days=400)  # "last approved revision" outlives a year of quiet, not forever
+RESERVE_SECONDS = 120  # a slot claimed while its card is posted; freed by itself if that process dies
+AUDIT_MAX_ENTRIES = 10_000  # per tenant: years of activity; the oldest go first
+REFUSALS_PER_HOUR = 10  # refused clicks recorded per clicker and tenant; more are logged, not appended
 
 
 def _text(value: bytes | str) -> str:
@@ -77,6 +85,15 @@ class ConsentStore:
 
     def _alias(self, domain: str) -> str:
         return self.state.key("tenant", "alias", domain.lower())
+
+    def _refused(self, tenant: str, actor: str) -> str:
+        return self.state.key("consent", "refused", tenant, actor)
+
+    async def epoch(self) -> Epoch:
+        return await self.state.epoch()
+
+    async def reset_since(self, known: str | None) -> Epoch | None:
+        return await self.state.reset_since(known)
 
     @staticmethod
     def _keep_until(request: ConsentRequest) -> int:
@@ -149,8 +166,11 @@ class ConsentStore:
     # --- writes -------------------------------------------------------------------------------------
 
     async def reserve(self, request: ConsentRequest) -> ConsentRequest | None:
-        """Claim the one open slot for the request's tenant and revision. Returns the request already holding it,
-        or None when this one now does (it is not saved until `save_new`)."""
+        """Claim the one open slot for the request's tenant and revision. Returns the request already holding it
+        (its `message_ts` is None while its card is being posted), or None when this one now does.
+
+        The claim is recorded with the request itself for RESERVE_SECONDS, so a second `/itdr consent` at the same
+        moment sees it (and where it is being posted); `save_new` keeps both for the request's life."""
         key = self._open(request.tenant.id, request.version)
 
         async def body(pipe: Pipeline) -> ConsentRequest | None:
@@ -160,9 +180,10 @@ class ConsentStore:
                 existing = ConsentRequest.model_validate_json(raw) if raw else None
                 if existing is not None and existing.state.open:
                     return existing
-                # The slot is held by a request that was never posted or has closed: take it over.
+                # The slot is held by a request that has closed (or whose posting died): take it over.
             pipe.multi()
-            pipe.set(key, request.id, exat=int(request.expires_at.timestamp()))
+            pipe.set(key, request.id, ex=RESERVE_SECONDS)
+            pipe.set(self._request(request.id), request.model_dump_json(), ex=RESERVE_SECONDS)
             await pipe.execute()
             return None
 
@@ -176,7 +197,7 @@ class ConsentStore:
             holder = await pipe.get(key)
             pipe.multi()
             if holder is not None and _text(holder) == request.id:
-                pipe.delete(key)
+                pipe.delete(key, self._request(request.id))
             await pipe.execute()
 
         await self.state.atomically("record the consent request", [key], body)
@@ -187,20 +208,34 @@ class ConsentStore:
         keep = self._keep_until(request)
         async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=True) as pipe:
             pipe.set(self._request(request.id), request.model_dump_json(), exat=keep)
+            pipe.set(self._open(request.tenant.id, request.version), request.id,
+                     exat=int(request.expires_at.timestamp()))
             pipe.set(self._card(request.channel, request.message_ts), request.id, exat=keep)
             pipe.zadd(self._due(), {request.id: request.expires_at.timestamp()})
             if request.tenant.domain:
-                pipe.set(self._alias(request.tenant.domain), request.tenant.id)
+                pipe.set(self._alias(request.tenant.domain), request.tenant.id, exat=keep)
             detail = f"{request.version}: {len(request.ask.asked)} items asked, {request.required_approvals} " \
                      f"approval{'s' if request.required_approvals != 1 else ''} needed"
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
 
-    async def record_refusal(self, request: ConsentRequest, actor: str, why: str) -> None:
-        """An attempt turned away before any rule could run (a forged button on a known card)."""
-        async with self.state.guard("record the refused attempt") as redis, redis.pipeline(transaction=True) as pipe:
-            self._append(pipe, request, AuditEntry(AuditAction.refused, actor, why))
-            await pipe.execute()
+    async def record_refusal(self, request: ConsentRequest, actor: str, why: str, *, limited: bool = False) -> bool:
+        """An attempt turned away before any rule could run (a forged button on a known card, an outsider's Deny).
+        `limited`: at most REFUSALS_PER_HOUR such records per clicker and tenant until an hour passes without one
+        (anyone in the channel can click); False when this one was not recorded."""
+        async with self.state.guard("record the refused attempt") as redis:
+            if limited:
+                counter = self._refused(request.tenant.id, actor)
+                async with redis.pipeline(transaction=True) as pipe:
+                    pipe.incr(counter)
+                    pipe.expire(counter, 3600)  # an hour after the last refusal
+                    count, _ = await pipe.execute()
+                if int(count) > REFUSALS_PER_HOUR:
+                    return False
+            async with redis.pipeline(transaction=True) as pipe:
+                self._append(pipe, request, AuditEntry(AuditAction.refused, actor, why))
+                await pipe.execute()
+        return True
 
     async def apply(self, request_id: str, rule: Callable[[ConsentRequest], Outcome], what: str) -> Outcome:
         """Read the request, apply `rule`, and write the result and its audit records atomically (see
@@ -228,7 +263,7 @@ class ConsentStore:
             # Its open slot is left alone: `reserve` replaces a holder that has closed.
             pipe.zrem(self._due(), request.id)
         if request.state is ConsentState.approved:
-            pipe.set(self._approved(request.tenant.id), request.version)
+            pipe.set(self._approved(request.tenant.id), request.version, ex=APPROVED_TTL)
 
     def _append(self, pipe: Pipeline, request: ConsentRequest, entry: AuditEntry) -> None:
         pipe.xadd(self._audit(request.tenant.id), {
@@ -238,4 +273,4 @@ class ConsentStore:
             "action": entry.action.value,
             "actor": entry.actor,
             "detail": entry.detail,
-        })
+        }, maxlen=AUDIT_MAX_ENTRIES, approximate=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote, urlencode
 
 from bot.microsoft.errors import InvalidTenant
 
@@ -89,3 +90,18 @@ def parse_tenant(text: str | TenantRef) -> TenantRef:
 
 def is_guid(text: str) -> bool:
     return bool(_GUID.fullmatch(text))
+
+
+def admin_consent_url(
+    authority_host: str, client_id: str, tenant_id: str, *, state: str | None = None, redirect_uri: object = None
+) -> str:
+    """Microsoft's v1 admin-consent link: it grants every permission configured on the app registration at once.
+    The one place it is built (readiness remedies print it bare; consent cards add a signed `state` and the
+    registered `redirect_uri`). Shapes: /work/shared/reference/microsoft-apis.md §7 (Microsoft's v2-admin-consent
+    doc)."""
+    query = {"client_id": client_id}
+    if state is not None:
+        query["state"] = state
+    if redirect_uri is not None:
+        query["redirect_uri"] = str(redirect_uri)
+    return f"{authority_host.rstrip('/')}/{quote(tenant_id, safe='')}/adminconsent?{urlencode(query)}"

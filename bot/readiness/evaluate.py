@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from bot.microsoft.tenant import admin_consent_url
 from bot.readiness.model import (
     CheckGroup,
     CheckItem,
@@ -27,8 +27,7 @@ class Remedies:
         self.target_app_id = target_app_id
 
     def admin_consent_url(self, tenant_id: str) -> str:
-        # The v1 admin-consent endpoint grants every permission configured on the app registration at once.
-        return f"{self.authority_host}/{quote(tenant_id, safe='')}/adminconsent?client_id={self.target_app_id}"
+        return admin_consent_url(self.authority_host, self.target_app_id, tenant_id)
 
     def consent(self, tenant_id: str, what: str) -> str:
         return (

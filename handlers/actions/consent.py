@@ -16,7 +16,6 @@ from handlers.blocks.consent import deny_view, review_view
 from handlers.cards import update_card
 
 FORGED = "That button was not issued by itdr for an open request (edited or forged); nothing was changed."
-UNKNOWN = "That consent request no longer exists; ask again with `/itdr consent`."
 
 
 async def _request_id(consent: ConsentService, body: dict[str, Any], action: dict[str, Any],
@@ -50,7 +49,7 @@ async def _decide(
     try:
         outcome = await decide(request_id, body["user"]["id"])
     except UnknownRequest:
-        await respond(**notice_message(UNKNOWN).to_response())
+        await respond(**notice_message(await consent.gone(action.get("value"))).to_response())
         return
     await _show(outcome, consent, client, respond)
 
@@ -75,9 +74,9 @@ async def handle_consent_deny_action(
         return
     try:
         refusal = await consent.may_deny(request_id, body["user"]["id"])
-        request = await consent.store.get(request_id)
+        request = await consent.get(request_id)
     except UnknownRequest:
-        await respond(**notice_message(UNKNOWN).to_response())
+        await respond(**notice_message(await consent.gone(action.get("value"))).to_response())
         return
     if refusal is not None:
         await _show(refusal, consent, client, respond)
@@ -95,9 +94,9 @@ async def handle_consent_review_action(
     if request_id is None:
         return
     try:
-        request = await consent.store.get(request_id)
+        request = await consent.get(request_id)
     except UnknownRequest:
-        await respond(**notice_message(UNKNOWN).to_response())
+        await respond(**notice_message(await consent.gone(action.get("value"))).to_response())
         return
     await client.views_open(trigger_id=body["trigger_id"], view=review_view(request, consent.catalog))
 

@@ -445,6 +445,12 @@ def notice_message(text: str) -> Message:
     return Message(text=text, blocks=[section(escape(text), block_id=BlockId.BODY)])
 
 
+def mrkdwn_notice(text: str) -> Message:
+    """A notice written in mrkdwn (a channel or user mention, a link) whose untrusted parts (tenant names,
+    domains) the caller escaped: the same text in the block and the fallback, so neither can ping or link."""
+    return Message(text=text, blocks=[section(text, block_id=BlockId.BODY)])
+
+
 def error_message(error_id: str) -> Message:
     text = f"Sorry, that did not work (error id {error_id}). Try again; if it keeps failing, quote the id."
     return Message(

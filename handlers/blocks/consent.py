@@ -114,6 +114,9 @@ def _state_lines(request: ConsentRequest) -> list[str]:
             if request.last_error:
                 lines.append(f":x: *Consent not granted:* {escape(truncate(request.last_error, 500))}. The admin "
                              "can try again with the button below.")
+            elif request.returned_at:
+                lines.append(f":leftwards_arrow_with_hook: An admin returned through the link "
+                             f"{slack_date(request.returned_at)} (unverified: only a fresh check proves the grants).")
             if request.still_missing:
                 names = ", ".join(f"`{escape(n)}`" for n in request.still_missing[:30])
                 more = len(request.still_missing) - 30

@@ -8,11 +8,13 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.consent.model import ConsentRequest
 from bot.consent.service import ConsentRefused, ConsentService
 from bot.microsoft.errors import InvalidTenant
 from bot.readiness.service import CheckRequest, ReadinessService
-from handlers.blocks.answers import notice_message
+from handlers.blocks.answers import mrkdwn_notice, notice_message
 from handlers.blocks.consent import audit_message
+from handlers.blocks.kit import escape
 from handlers.cards import CannotPost, post_card
 from handlers.payloads import AnswerRequest
 from handlers.router import prepare_check
@@ -20,8 +22,12 @@ from handlers.router import prepare_check
 AUDIT_ENTRIES = 20
 
 
-def _permalink(channel: str, ts: str | None) -> str:
-    return f"https://slack.com/archives/{channel}/p{(ts or '').replace('.', '')}"
+def _where(consent: ConsentService, request: ConsentRequest) -> str:
+    """Where the open request's card is: its permalink, or its channel while the card is being posted."""
+    if request.message_ts is None:
+        return f"its card is being posted in <#{request.channel}> right now"
+    link = consent.settings.slack_web_url(f"archives/{request.channel}/p{request.message_ts.replace('.', '')}")
+    return f"{link} (in <#{request.channel}>)"
 
 
 async def request_consent(
@@ -56,9 +62,9 @@ async def open_request(
         return
     if prepared.satisfied is not None:
         have = prepared.satisfied.satisfied_version
-        await respond(**notice_message(
-            f"{prepared.satisfied.tenant.domain or check.tenant.value} already grants everything {check.version} "
-            f"asks for (fully satisfies {have}): no consent is needed.").to_response())
+        await respond(**mrkdwn_notice(
+            f"{escape(prepared.satisfied.tenant.domain or check.tenant.value)} already grants everything "
+            f"{check.version} asks for (fully satisfies {have}): no consent is needed.").to_response())
         return
     existing = prepared.existing
     new = prepared.request
@@ -72,18 +78,18 @@ async def open_request(
                 await respond(**notice_message(str(exc)).to_response())
                 return
             await consent.publish(new, ts)
-            await respond(**notice_message(
-                f"Posted the consent request for {new.tenant.label} ({new.version}) in this channel; it needs "
+            await respond(**mrkdwn_notice(
+                f"Posted the consent request for {escape(new.tenant.label)} ({new.version}) in this channel; it needs "
                 f"{new.required_approvals} approval{'s' if new.required_approvals != 1 else ''}.").to_response())
             return
     assert existing is not None
     if existing.state.open:
-        await respond(**notice_message(
-            f"A consent request for {existing.tenant.label} ({existing.version}) is already open: "
-            f"{_permalink(existing.channel, existing.message_ts)}").to_response())
+        await respond(**mrkdwn_notice(
+            f"A consent request for {escape(existing.tenant.label)} ({existing.version}) is already open: "
+            f"{_where(consent, existing)}").to_response())
     else:
-        await respond(**notice_message(f"The last request for {existing.tenant.label} has {existing.state.value}; "
-                                       "ask again to open a new one.").to_response())
+        await respond(**mrkdwn_notice(f"The last request for {escape(existing.tenant.label)} has "
+                                      f"{existing.state.value}; ask again to open a new one.").to_response())
 
 
 async def show_audit(ack: AsyncAck, consent: ConsentService, request: AnswerRequest) -> None:

@@ -30,7 +30,7 @@ async def handle_consent_deny_submission(
     try:
         outcome = await consent.deny(request_id, body["user"]["id"], reason)
     except UnknownRequest:
-        await refuse("That consent request no longer exists; nothing was changed.")
+        await refuse(await consent.gone(view.get("private_metadata")))
         return
     if outcome.refusal:
         await refuse(outcome.refusal)
