@@ -40,6 +40,7 @@ class ActionId(StrEnum):
     CONSENT_DENY = "consent-deny"
     CONSENT_GRANT = "consent-grant"  # a link button: Slack still reports the click, which is only acknowledged
     CONSENT_VERIFY = "consent-verify"
+    CONSENT_START = "consent-start"  # value: handlers.payloads.StartConsentValue; any surface may offer it
     DRIFT_RECHECK = "drift-recheck"
     DRIFT_CONSENT = "drift-consent"
     DRIFT_ACK = "drift-ack"

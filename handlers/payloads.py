@@ -69,6 +69,27 @@ class DriftValue(BaseModel):
             raise BadPayload("not a drift message reference") from exc
 
 
+class StartConsentValue(BaseModel):
+    """What a "Start consent" button asks for (action id `consent-start`): a consent request for a tenant and a
+    revision in the channel it is clicked in. Any surface (a check, a fix plan) may offer it; the click is checked
+    like a typed `/itdr consent TENANT vN`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str = Field(max_length=256)
+    version: str = Field(pattern=r"^v\d{1,4}$")
+
+    def to_value(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_value(cls, value: str | None) -> StartConsentValue:
+        try:
+            return cls.model_validate_json(value or "")
+        except ValidationError as exc:
+            raise BadPayload("not a consent request reference") from exc
+
+
 # A channel as Slack escapes it in command text (<#C123|name>, or <#C123>), or a bare id.
 _CHANNEL = re.compile(r"<#([CG][A-Z0-9]{2,})(?:\|[^>]*)?>|([CG][A-Z0-9]{2,})")
 

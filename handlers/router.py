@@ -130,11 +130,13 @@ def prepare_check(readiness: ReadinessService | None, request: AnswerRequest) ->
 
 async def answer_check(
     readiness: ReadinessService, check: CheckRequest, request: AnswerRequest, *, fresh: bool = False,
-    shared_by: str | None = None,
+    shared_by: str | None = None, start_consent: bool = False,
 ) -> Message:
-    """Run (or reuse) a readiness check and render it; a Microsoft fault becomes an honest "could not check"."""
+    """Run (or reuse) a readiness check and render it; a Microsoft fault becomes an honest "could not check".
+    `start_consent` (approvers are configured): a missing consent is fixed through "Start consent" (the approvers'
+    workflow), not the raw admin-consent link."""
     report = await readiness.run(check, fresh=fresh)
-    return check_message(report, request, shared_by=shared_by)
+    return check_message(report, request, shared_by=shared_by, start_consent=start_consent)
 
 
 async def answer(
@@ -144,6 +146,7 @@ async def answer(
     *,
     fresh: bool = False,
     shared_by: str | None = None,
+    start_consent: bool = False,
 ) -> Message:
     """Any answer, `check` included (for buttons that repeat a question: Share, Re-check)."""
     if request.cmd is not SubCommand.CHECK:
@@ -152,4 +155,5 @@ async def answer(
     if isinstance(check, str):
         return notice_message(check)
     assert readiness is not None
-    return await answer_check(readiness, check, request, fresh=fresh, shared_by=shared_by)
+    return await answer_check(readiness, check, request, fresh=fresh, shared_by=shared_by,
+                              start_consent=start_consent)

@@ -5,6 +5,7 @@ Redis of our own where a test flushes it or changes its configuration)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -200,3 +201,21 @@ async def test_outsiders_cannot_flood_the_audit_trail_and_markers_expire(
     finally:
         await client.aclose()
     assert unbounded == [], "every consent key has a bounded life"
+
+
+async def test_check_in_slack_offers_start_consent_not_the_raw_link_and_a_double_click_posts_one_card(
+    consent: Consent, microsoft: FakeMicrosoft, fake_slack: FakeSlack
+) -> None:
+    tenant = tenant_at(microsoft, "v5")  # lacks a v6 permission: its fix is an admin consent
+    response, form = await consent.slack.command(f"check {tenant.tenant_id}", user=APPROVER, channel="C111")
+    assert response.status_code == 200
+    report = await fake_slack.answer_at(form["response_url"], within=20)
+    assert "adminconsent" not in json.dumps(report), "the approvers' workflow, not the raw link"
+    start = find_button(report["blocks"], "consent-start")
+    assert start["text"]["text"] == "Start consent"
+    fake_slack.delay("chat.postMessage", 1.5)
+    clicks = await asyncio.gather(*(consent.slack.click("consent-start", start["value"], block_id="b", user=APPROVER,
+                                                        channel="C111") for _ in range(2)))
+    answers = [await fake_slack.answer_at(payload["response_url"], within=20) for _, payload in clicks]
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert sorted(answer["text"].split(" ")[0] for answer in answers) == ["A", "Posted"]

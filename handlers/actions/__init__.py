@@ -11,6 +11,7 @@ from handlers.actions.consent import (
     handle_consent_deny_action,
     handle_consent_grant_action,
     handle_consent_review_action,
+    handle_consent_start_action,
     handle_consent_verify_action,
 )
 from handlers.actions.drift import (
@@ -35,6 +36,7 @@ LISTENERS: dict[ActionId, Listener] = {
     ActionId.CONSENT_DENY: handle_consent_deny_action,
     ActionId.CONSENT_GRANT: handle_consent_grant_action,
     ActionId.CONSENT_VERIFY: handle_consent_verify_action,
+    ActionId.CONSENT_START: handle_consent_start_action,
     ActionId.DRIFT_RECHECK: handle_drift_recheck_action,
     ActionId.DRIFT_CONSENT: handle_drift_consent_action,
     ActionId.DRIFT_ACK: handle_drift_ack_action,

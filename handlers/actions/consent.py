@@ -11,9 +11,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.model import Outcome
 from bot.consent.service import BadSignature, ConsentService, UnknownRequest
+from bot.readiness.service import ReadinessService
 from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import deny_view, review_view
 from handlers.cards import update_card
+from handlers.commands.consent import NO_APPROVERS, open_request
+from handlers.ids import SubCommand
+from handlers.payloads import AnswerRequest, BadPayload, StartConsentValue
+from handlers.router import prepare_check
 
 FORGED = "That button was not issued by itdr for an open request (edited or forged); nothing was changed."
 
@@ -112,6 +117,29 @@ async def handle_consent_verify_action(
         return (await consent.verify(request_id, actor)).outcome
 
     await _decide(consent, body, action, respond, client, verify)
+
+
+async def handle_consent_start_action(
+    ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
+    consent: ConsentService, readiness: ReadinessService | None,
+) -> None:
+    """Handles Start consent (on a check, a fix plan): a consent request in this channel, checked as a typed
+    `/itdr consent TENANT vN`; a second click (or a second person) is pointed at the open request."""
+    await ack()
+    try:
+        wanted = StartConsentValue.from_value(action.get("value"))
+    except BadPayload:
+        await respond(**notice_message("That button does not name a tenant; nothing was changed.").to_response())
+        return
+    check = prepare_check(readiness, AnswerRequest(cmd=SubCommand.CHECK, args=(wanted.tenant, wanted.version)))
+    if isinstance(check, str):
+        await respond(**notice_message(check).to_response())
+        return
+    if not consent.configured:
+        await respond(**notice_message(NO_APPROVERS).to_response())
+        return
+    channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+    await open_request(respond, client, consent, check, body["user"]["id"], channel)
 
 
 async def handle_consent_grant_action(ack: AsyncAck) -> None:

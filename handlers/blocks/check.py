@@ -25,7 +25,7 @@ from handlers.blocks.kit import (
     truncate,
 )
 from handlers.ids import ActionId, BlockId, SubCommand, numbered
-from handlers.payloads import AnswerRequest
+from handlers.payloads import AnswerRequest, StartConsentValue
 
 VERDICT_EMOJI = {
     Verdict.ready: ":white_check_mark:",
@@ -58,12 +58,26 @@ def _tenant_line(report: Report) -> str:
     )
 
 
-def _item_text(item: CheckItem) -> str:
+#: A fix whose link is Microsoft's admin-consent page (bot.microsoft.tenant.admin_consent_url).
+_ADMIN_CONSENT = "/adminconsent?"
+START_CONSENT_FIX = ("the approvers decide with *Start consent* below; a Global Administrator of the tenant then "
+                     "grants admin consent from the request's card.")
+
+
+def _is_consent_fix(remediation: str | None) -> bool:
+    return bool(remediation) and _ADMIN_CONSENT in (remediation or "")
+
+
+def _fix(remediation: str, start_consent: bool) -> str:
+    return START_CONSENT_FIX if start_consent and _is_consent_fix(remediation) else escape(remediation)
+
+
+def _item_text(item: CheckItem, start_consent: bool = False) -> str:
     lines = [f"{MARKS[item.status]} *{escape(item.title)}*", escape(item.detail)]
     if item.why and item.status is not CheckStatus.unknown:
         lines.append(f"_Why it matters:_ {escape(item.why)}")
     if item.remediation:
-        lines.append(f"_Fix:_ {escape(item.remediation)}")
+        lines.append(f"_Fix:_ {_fix(item.remediation, start_consent)}")
     return "\n".join(lines)
 
 
@@ -77,7 +91,7 @@ def _link(text: str) -> str | None:
     return match.group(0) if match else None
 
 
-def _grouped(items: list[CheckItem], shown_fixes: set[str]) -> list[Block]:
+def _grouped(items: list[CheckItem], shown_fixes: set[str], start_consent: bool = False) -> list[Block]:
     """One section per API and status: every missing name, the shared reason and their common fix."""
     groups: dict[tuple[CheckStatus, CheckGroup], list[CheckItem]] = defaultdict(list)
     for item in items:
@@ -97,14 +111,18 @@ def _grouped(items: list[CheckItem], shown_fixes: set[str]) -> list[Block]:
             if _link(fix) and _link(fix) in shown_links:
                 lines.append("_Fix:_ the admin consent above.")
             else:
-                lines.append(f"_Fix:_ {escape(fix)}")
+                lines.append(f"_Fix:_ {_fix(fix, start_consent)}")
         elif fixes:
             lines.append("_Fix:_ see *Explain* or `itdr check --json` for each item's command.")
         blocks += [section(chunk) for chunk in chunk_lines(lines)]
     return blocks
 
 
-def check_message(report: Report, request: AnswerRequest, *, shared_by: str | None = None) -> Message:
+def check_message(
+    report: Report, request: AnswerRequest, *, shared_by: str | None = None, start_consent: bool = False
+) -> Message:
+    """The report. `start_consent` (approvers are configured): a missing consent is fixed by the approvers'
+    workflow, so the answer offers "Start consent" instead of the raw admin-consent link."""
     verdict = report.verdict
     common = report.common_failure
     problems = sorted((i for i in report.items if i.status in ORDER and not (common and i.status is
@@ -121,15 +139,15 @@ def check_message(report: Report, request: AnswerRequest, *, shared_by: str | No
     if common:
         unchecked = sum(1 for i in report.items if i.status is CheckStatus.unknown)
         blocks.append(section(f"{MARKS[CheckStatus.unknown]} *{unchecked} checks could not run*\n{escape(common)}"))
-    blocks += [section(_item_text(item)) for item in general]
+    blocks += [section(_item_text(item, start_consent)) for item in general]
     if len(per_item) <= MAX_DETAILED:
         for n, item in enumerate(per_item):
-            block = section(_item_text(item))
+            block = section(_item_text(item, start_consent))
             if not shared_by:
                 block["accessory"] = _explain(item, n)
             blocks.append(block)
     else:
-        blocks += _grouped(per_item, {i.remediation for i in general if i.remediation})
+        blocks += _grouped(per_item, {i.remediation for i in general if i.remediation}, start_consent)
         explainable = [i for i in per_item if i.status is CheckStatus.failed][:MAX_EXPLAIN_BUTTONS]
         if explainable and not shared_by:
             blocks.append(actions([_explain(i, n) for n, i in enumerate(explainable)], BlockId.CHECK_EXPLAIN))
@@ -144,14 +162,18 @@ def check_message(report: Report, request: AnswerRequest, *, shared_by: str | No
     if shared_by:
         blocks.append(context(f"Shared by <@{shared_by}> · `/itdr {escape(request.command_text())}`"))
     else:
-        blocks.append(actions([
+        elements = [
             button("Re-check", ActionId.RECHECK, request.to_value(), style="primary"),
             button("Share in channel", ActionId.SHARE, request.to_value()),
-        ], BlockId.ANSWER_ACTIONS))
+        ]
+        if start_consent and any(_is_consent_fix(i.remediation) for i in problems):
+            wanted = StartConsentValue(tenant=report.tenant.id, version=report.catalog_version)
+            elements.insert(1, button("Start consent", ActionId.CONSENT_START, wanted.to_value()))
+        blocks.append(actions(elements, BlockId.ANSWER_ACTIONS))
 
     tenant = report.tenant
     missing = sum(1 for i in report.items if i.status in (CheckStatus.failed, CheckStatus.warn))
     unknown = sum(1 for i in report.items if i.status is CheckStatus.unknown)
-    text = (f"{VERDICT_TEXT[verdict].title}: tenant {tenant.domain or tenant.id}, {missing} missing, "
+    text = (f"{VERDICT_TEXT[verdict].title}: tenant {escape(tenant.domain or tenant.id)}, {missing} missing, "
             f"{unknown} could not be checked.")
     return Message(text=text, blocks=blocks[:50])

@@ -20,6 +20,8 @@ from handlers.payloads import AnswerRequest
 from handlers.router import prepare_check
 
 AUDIT_ENTRIES = 20
+NO_APPROVERS = ("Consent requests need approvers: an operator sets ITDR_APPROVERS to the Slack user ids (U…) or "
+                "user-group ids (S…) allowed to approve, and ITDR_REQUIRED_APPROVALS (default 1).")
 
 
 def _where(consent: ConsentService, request: ConsentRequest) -> str:
@@ -40,9 +42,7 @@ async def request_consent(
         await ack(**notice_message(check).to_ack())
         return
     if not consent.configured:
-        await ack(**notice_message(
-            "Consent requests need approvers: an operator sets ITDR_APPROVERS to the Slack user ids (U…) or "
-            "user-group ids (S…) allowed to approve, and ITDR_REQUIRED_APPROVALS (default 1).").to_ack())
+        await ack(**notice_message(NO_APPROVERS).to_ack())
         return
     await ack(**notice_message(f":hourglass_flowing_sand: Preparing the consent request for `{check.tenant.value}` "
                                f"({check.version}): checking what the tenant has…").to_ack())

@@ -53,5 +53,5 @@ async def handle_itdr_command(
         return
     assert readiness is not None
     await ack(**notice_message(f":hourglass_flowing_sand: Checking `{check.tenant.value}`… (a few seconds)").to_ack())
-    message = await answer_check(readiness, check, request)
+    message = await answer_check(readiness, check, request, start_consent=consent.configured)
     await respond(**message.to_response())
