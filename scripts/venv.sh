@@ -1,5 +1,6 @@
 # Sourced by ./run and ./test: make sure .venv exists and holds this project with the given extras.
-# Re-installs only when pyproject.toml changed since the last install, so repeated runs start fast.
+# Re-installs only when pyproject.toml or constraints.txt (the tested versions of every dependency) changed since
+# the last install, so repeated runs start fast.
 set -euo pipefail
 
 find_python() {
@@ -43,12 +44,16 @@ _install_venv() {
         "$(find_python)" -m venv .venv
     fi
     local want
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    want="$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+    # The tested versions: a new release of a dependency cannot change behaviour under a user.
+    local constraints=()
+    if [ -f constraints.txt ]; then constraints=(-c constraints.txt); fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "Installing itdr-bot${extras:+ [$extras]} into .venv (log: .venv/install.log)..." >&2
         # pip's chatter goes to the log; it is shown only when the install fails.
         if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip &&
-            .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"; } \
+            .venv/bin/python -m pip install --quiet --disable-pip-version-check ${constraints[@]+"${constraints[@]}"} \
+                -e ".${extras:+[$extras]}"; } \
             >.venv/install.log 2>&1; then
             cat .venv/install.log >&2
             echo "Installing itdr-bot failed (see above)." >&2

@@ -81,8 +81,8 @@ def proxy_configured() -> bool:
 
 
 def aiohttp_transport(context: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """httpx's API over aiohttp's connection pool: httpcore walks every pooled connection on each request, which
-    was about 40% of a warm check's CPU; aiohttp's pool is keyed by host and costs next to nothing."""
+    """httpx's API over aiohttp's connection pool: httpcore walks every pooled connection on each request, a large
+    share of a warm check's CPU (README's benchmarks); aiohttp's pool is keyed by host and costs next to nothing."""
 
     def session() -> aiohttp.ClientSession:  # made on first use, inside the running event loop
         connector = aiohttp.TCPConnector(ssl=context, limit=limits.max_connections or 0,

@@ -1,7 +1,8 @@
 """App-only tokens from Entra ID via msal, one ConfidentialClientApplication per tenant (a bounded few at once).
 
 msal is synchronous, so every call that may touch the network runs in a worker thread; a token still valid is
-answered from a map on the event loop without one (a thread hop costs about 100 µs, a check needs several tokens).
+answered from a map on the event loop without one (a thread hop costs more than the lookup, and a check
+needs several tokens; figures in README's benchmarks).
 One tenant+resource never has two token requests in flight.
 """
 

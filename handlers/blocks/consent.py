@@ -164,8 +164,8 @@ def card(request: ConsentRequest, catalog: Catalog, *, value: str, consent_url: 
         blocks.append(actions(elements, f"{BlockId.CONSENT_ACTIONS}-{state}"))
     blocks.append(context(f"Request `{request.id}` · `/itdr audit {escape(request.tenant.id)}` shows its trail"))
     title = STATE_TITLES[request.state].split(" ", 1)[1]
-    text = (f"{title}: {request.tenant.label}, {request.version}, {len(request.ask.asked)} items asked, requested "
-            f"by <@{request.requester}>.")
+    text = (f"{title}: {escape(request.tenant.label)}, {request.version}, {len(request.ask.asked)} items asked, "
+            f"requested by <@{request.requester}>.")
     return Message(text=text, blocks=blocks)
 
 
@@ -220,8 +220,8 @@ def deny_view(request: ConsentRequest, metadata: str) -> dict[str, Any]:
 def audit_message(tenant: str, records: Sequence[AuditRecord]) -> Message:
     """The latest audit entries of a tenant, newest last."""
     if not records:
-        text = f"No consent activity is recorded for {tenant}."
-        return Message(text=text, blocks=[section(escape(text), block_id=BlockId.BODY)])
+        text = f"No consent activity is recorded for {escape(tenant)}."
+        return Message(text=text, blocks=[section(text, block_id=BlockId.BODY)])
     lines = []
     for record in records:
         actor = f"<@{record.actor}>" if record.actor[:1] in "UW" and record.actor.isalnum() else escape(record.actor)
@@ -232,4 +232,4 @@ def audit_message(tenant: str, records: Sequence[AuditRecord]) -> Message:
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
     blocks.append(context(f"The latest {len(records)} entries, oldest first · `itdr audit {escape(tenant)} --json` "
                           "prints all of them"))
-    return Message(text=f"Audit trail of {tenant}: {len(records)} entries.", blocks=blocks)
+    return Message(text=f"Audit trail of {escape(tenant)}: {len(records)} entries.", blocks=blocks)
