@@ -92,8 +92,8 @@ def drift_message(change: Change, catalog: Catalog, who: Revocations | None = No
         button("Snooze 24 h", ActionId.DRIFT_SNOOZE, value),
     ], BlockId.DRIFT_ACTIONS))
     names = ", ".join(i.catalog_name or i.title for i in change.items)
-    text = f"{title.split(' ', 1)[1]}. Verdict {change.verdict_before} → {change.verdict_after}." + \
-        (f" {names}" if names else "")
+    text = f"{escape(title.split(' ', 1)[1])}. Verdict {change.verdict_before} → {change.verdict_after}." + \
+        (f" {escape(names)}" if names else "")
     return Message(text=text[:3000], blocks=blocks)
 
 
@@ -128,7 +128,7 @@ def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
     blocks.append(context("One digest instead of one message per tenant · `/itdr watching` lists them all · "
                           "`/itdr check TENANT` for details"))
-    text = f"Drift in {len(changes)} tenants: " + ", ".join(sorted(c.label for c in changes))
+    text = f"Drift in {len(changes)} tenants: " + escape(", ".join(sorted(c.label for c in changes)))
     return Message(text=text[:3000], blocks=blocks)
 
 
@@ -181,7 +181,7 @@ def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot 
 def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Message:
     text = (f":eyes: <@{by}> asked me to watch *{escape(tenant.label)}* here: I will post when a permission or role "
             f"it needs is lost or comes back. Current verdict: {_verdict(verdict)}.")
-    return Message(text=f"Watching {tenant.label} here (verdict {verdict.value}).",
+    return Message(text=f"Watching {escape(tenant.label)} here (verdict {verdict.value}).",
                    blocks=[section(text, block_id=BlockId.BODY)])
 
 
