@@ -44,7 +44,7 @@ _install_venv() {
         "$(find_python)" -m venv .venv
     fi
     local want
-    want="$(cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+    want="$({ cat pyproject.toml; if [ -f constraints.txt ]; then cat constraints.txt; fi; } | sha256sum | cut -d' ' -f1)"
     # The tested versions: a new release of a dependency cannot change behaviour under a user.
     local constraints=()
     if [ -f constraints.txt ]; then constraints=(-c constraints.txt); fi
