@@ -15,11 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.consent.signing import BadSignature, Signer
+from bot.drift.store import DriftStore
 from bot.settings import ConfigError, Mode, load_settings
 from bot.store import EmbeddedRedis
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_client import find_button
+from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_consent import (
     APPROVER,
     OUTSIDER,
@@ -30,6 +31,9 @@ from tests.test_consent import (
     tenant_at,
 )
 from tests.test_consent import consent as consent
+from tests.test_drift_slack import drift_card
+from tests.test_drift_slack import slack as slack  # fixture: the served app with Microsoft configured
+from tests.test_drift_slack import store as store  # fixture
 from tests.test_slack_check import microsoft_settings
 
 EVIL = "Evil <!channel> <http://x|click>"
@@ -219,3 +223,21 @@ async def test_check_in_slack_offers_start_consent_not_the_raw_link_and_a_double
     answers = [await fake_slack.answer_at(payload["response_url"], within=20) for _, payload in clicks]
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
     assert sorted(answer["text"].split(" ")[0] for answer in answers) == ["A", "Posted"]
+
+
+async def test_watch_watching_fleet_and_drift_never_ping_or_link_for_a_tenant_named_so(
+    slack: SlackSim, fake_slack: FakeSlack, microsoft: FakeMicrosoft, store: DriftStore
+) -> None:
+    scenario, drift, _ = await drift_card(slack, fake_slack, microsoft, store, EVIL)  # watched, then drifted
+    response, form = await slack.command(f"watch {scenario.tenant_id}")  # again: "already watched"
+    answer = await fake_slack.answer_at(form["response_url"], within=20)
+    assert "already watched" in answer["text"]
+    assert_inert(answer)
+    (confirmation,) = fake_slack.calls_to("chat.postMessage")[:1]
+    assert_inert(confirmation.args)
+    for text in ("watching", "fleet"):
+        response, _ = await slack.command(text)
+        assert response.status_code == 200
+        if text == "watching":
+            assert_inert(response.json())
+    assert_inert(drift)

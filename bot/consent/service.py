@@ -15,10 +15,9 @@ from bot.consent import model
 from bot.consent.model import Ask, ConsentRequest, ConsentState, Outcome, TenantRef
 from bot.consent.signing import BadSignature, Signer
 from bot.consent.store import AuditRecord, ConsentStore, UnknownRequest
-from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.tenant import admin_consent_url, parse_tenant
 from bot.readiness.model import CheckStatus, Report, Verdict
-from bot.readiness.service import CheckRequest, ReadinessService
+from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolved
 from bot.settings import Settings
 from bot.store import Cache, Epoch
 from catalog import Catalog
@@ -181,15 +180,10 @@ class ConsentService:
     async def _tenant_id(self, check: CheckRequest) -> str:
         """The tenant's GUID: the admin-consent callback returns it, and the request must know which to expect."""
         assert self.readiness is not None
-        if check.tenant.is_guid:
-            return check.tenant.value
         try:
-            resolved = await self.readiness.tokens.tenant_id(check.tenant)
-        except MicrosoftError as exc:
-            raise ConsentRefused(f"Cannot prepare a consent request: {exc.message}") from None
-        if resolved == check.tenant.value:
-            raise ConsentRefused(f"Microsoft did not say which tenant `{check.tenant.value}` is; use the tenant id.")
-        return resolved
+            return await self.readiness.tenant_guid(check.tenant)
+        except TenantUnresolved as exc:
+            raise ConsentRefused(f"Cannot prepare a consent request: {exc}") from None
 
     async def _ask(self, tenant_id: str, report: Report, version: str) -> Ask:
         wanted = {item.name for item in self.catalog.items_at(version)

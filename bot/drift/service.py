@@ -11,10 +11,9 @@ from bot.drift import model
 from bot.drift.audit import Revocations, revocations
 from bot.drift.model import Change, Snapshot
 from bot.drift.store import DriftStore, WatchedTenant
-from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.http import Priority
 from bot.readiness.model import Report, Verdict
-from bot.readiness.service import CheckRequest, ReadinessService
+from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolved
 from catalog import Catalog, Kind
 
 STALE_AFTER = timedelta(days=1)
@@ -54,14 +53,10 @@ class DriftService:
 
     async def resolve(self, check: CheckRequest) -> str:
         """The tenant's GUID; CannotWatch for a tenant Microsoft does not know."""
-        readiness = self._readiness()
         try:
-            tenant_id = await readiness.tokens.tenant_id(check.tenant)
-        except MicrosoftError as exc:
-            raise CannotWatch(exc.message) from None
-        if not tenant_id or (not check.tenant.is_guid and tenant_id == check.tenant.value):
-            raise CannotWatch(f"Microsoft did not say which tenant `{check.tenant.value}` is; use the tenant id.")
-        return tenant_id
+            return await self._readiness().tenant_guid(check.tenant)
+        except TenantUnresolved as exc:
+            raise CannotWatch(str(exc)) from None
 
     async def check(self, tenant_id: str, *, priority: Priority, fresh: bool = True) -> Report:
         readiness = self._readiness()

@@ -41,6 +41,10 @@ class CheckRequest:
     version: str
 
 
+class TenantUnresolved(Exception):
+    """Microsoft did not say which tenant a domain is (or refused to); str(exc) is a sentence for the user."""
+
+
 class ReadinessService:
     """One per process: shares the httpx client, msal apps and caches across every check."""
 
@@ -78,6 +82,18 @@ class ReadinessService:
         """Validate user input before anything reaches a URL: raises InvalidTenant or UnknownVersion."""
         revision = self.catalog.revision(version) if version else self.catalog.latest
         return CheckRequest(parse_tenant(tenant), revision.version)
+
+    async def tenant_guid(self, tenant: TenantRef) -> str:
+        """The tenant's GUID (a domain resolved by Entra's discovery, which msal does anyway): what the
+        admin-consent redirect returns and what watches and audits are keyed by. The one way to resolve it;
+        TenantUnresolved otherwise."""
+        try:
+            resolved = await self.tokens.tenant_id(tenant)
+        except MicrosoftError as exc:
+            raise TenantUnresolved(exc.message) from None
+        if not resolved or (not tenant.is_guid and resolved == tenant.value):
+            raise TenantUnresolved(f"Microsoft did not say which tenant `{tenant.value}` is; use the tenant id.")
+        return resolved
 
     def _report_key(self, request: CheckRequest) -> str:
         return f"check:{self.settings.graph_url.split('://', 1)[-1]}:{request.tenant.value}:{request.version}"

@@ -16,8 +16,9 @@ from bot.microsoft.errors import InvalidTenant
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import parse_tenant
 from bot.readiness.service import ReadinessService
-from handlers.blocks.answers import notice_message
+from handlers.blocks.answers import mrkdwn_notice, notice_message
 from handlers.blocks.drift import fleet_message, watch_confirmation, watching_message
+from handlers.blocks.kit import escape
 from handlers.cards import NOT_IN_CHANNEL
 from handlers.payloads import AnswerRequest, parse_channel
 from handlers.router import prepare_check
@@ -62,8 +63,8 @@ async def watch(
     new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
     where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
     status = "now watches" if new else "already watched"
-    await respond(**notice_message(f"{where[0].upper()}{where[1:]} {status} {tenant.label}: its verdict is "
-                                   f"{report.verdict.value}.").to_response())
+    await respond(**mrkdwn_notice(f"{where[0].upper()}{where[1:]} {status} {escape(tenant.label)}: its verdict is "
+                                  f"{report.verdict.value}.").to_response())
 
 
 async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, request: AnswerRequest) -> None:
