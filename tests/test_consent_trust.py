@@ -150,11 +150,17 @@ async def test_a_flushed_redis_is_told_as_a_reset_not_as_a_forgery(
     _, payload = await consent.click(card, "consent-approve", user=APPROVER)
     approved = await consent.card(count=2)
     state = parse_qs(urlsplit(grant_url(approved)).query)["state"][0]
-    client = aioredis.Redis.from_url(own_redis.url)
-    try:
-        await client.flushall()  # a failover to an empty replica
-    finally:
-        await client.aclose()
+    from bot.runtime import Runtime
+
+    async with Runtime.open(load_settings(_env_file=None, redis_url=own_redis.url), Mode.CLI) as runtime:
+        assert await runtime.state_reset() is None
+        client = aioredis.Redis.from_url(own_redis.url)
+        try:
+            await client.flushall()  # a failover to an empty replica
+        finally:
+            await client.aclose()
+        reset = await runtime.state_reset()  # the check an ops alert calls
+        assert reset is not None and runtime.epoch is not None and reset.started_at > runtime.epoch.started_at
     _, payload = await consent.click(approved, "consent-verify", user=APPROVER)
     told = (await fake_slack.answer_at(payload["response_url"]))["text"]
     assert "state was reset on" in told and "open consent requests and watched tenants are gone" in told
@@ -189,10 +195,10 @@ async def test_outsiders_cannot_flood_the_audit_trail_and_markers_expire(
     tenant = tenant_at(microsoft, "v5")
     await consent.ask(f"consent {tenant.tenant_id}")
     card = await consent.card()
-    value = find_button(card["blocks"], "consent-deny")["value"]
-    for _ in range(25):
-        _, payload = await consent.click(card, "consent-deny", user=OUTSIDER, value=value)
-    assert "Only the configured approvers" in (await fake_slack.answer_at(payload["response_url"]))["text"]
+    for action in ("consent-deny", "consent-approve"):
+        for _ in range(15):
+            _, payload = await consent.click(card, action, user=OUTSIDER)
+        assert "Only the configured approvers" in (await fake_slack.answer_at(payload["response_url"]))["text"]
     trail = await consent.trail(redis_url, redis_prefix, tenant.tenant_id)
     assert 1 <= trail.count("refused") <= 10
     await consent.click(card, "consent-approve", user=APPROVER)

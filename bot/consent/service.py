@@ -231,7 +231,7 @@ class ConsentService:
             return await self.deny(request_id, actor, "")
         if actor not in await self.approvers():
             outcome = model.deny(request, actor, "", approvers=frozenset(), now=now)
-            await self.store.record_refusal(request, actor, "not an approver", limited=True)
+            await self.store.record_refusal(request, actor, "not an approver")
             return outcome
         return None
 
@@ -240,7 +240,7 @@ class ConsentService:
         (rate-limited per clicker, so nobody can flood the trail)."""
         request = await self.store.by_card(channel, ts)
         if request is not None:
-            await self.store.record_refusal(request, actor, "forged or edited button value", limited=True)
+            await self.store.record_refusal(request, actor, "forged or edited button value")
         log.warning("consent button with a bad signature from %s", actor)
 
     async def verify(self, request_id: str, actor: str) -> Verification:

@@ -219,27 +219,31 @@ class ConsentStore:
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
 
-    async def record_refusal(self, request: ConsentRequest, actor: str, why: str, *, limited: bool = False) -> bool:
+    async def record_refusal(self, request: ConsentRequest, actor: str, why: str) -> bool:
         """An attempt turned away before any rule could run (a forged button on a known card, an outsider's Deny).
-        `limited`: at most REFUSALS_PER_HOUR such records per clicker and tenant until an hour passes without one
-        (anyone in the channel can click); False when this one was not recorded."""
+        Rate-limited as every refusal is (see `_append_refusal`); False when this one was not recorded."""
+        return await self._append_refusal(request, AuditEntry(AuditAction.refused, actor, why))
+
+    async def _append_refusal(self, request: ConsentRequest, entry: AuditEntry) -> bool:
+        """Append a refusal unless its actor already has REFUSALS_PER_HOUR of them on this tenant (until an hour
+        passes without one): anyone in the channel can click, and nobody may flood the trail."""
+        counter = self._refused(request.tenant.id, entry.actor)
         async with self.state.guard("record the refused attempt") as redis:
-            if limited:
-                counter = self._refused(request.tenant.id, actor)
-                async with redis.pipeline(transaction=True) as pipe:
-                    pipe.incr(counter)
-                    pipe.expire(counter, 3600)  # an hour after the last refusal
-                    count, _ = await pipe.execute()
-                if int(count) > REFUSALS_PER_HOUR:
-                    return False
             async with redis.pipeline(transaction=True) as pipe:
-                self._append(pipe, request, AuditEntry(AuditAction.refused, actor, why))
+                pipe.incr(counter)
+                pipe.expire(counter, 3600)  # an hour after the last refusal
+                count, _ = await pipe.execute()
+            if int(count) > REFUSALS_PER_HOUR:
+                return False
+            async with redis.pipeline(transaction=True) as pipe:
+                self._append(pipe, request, entry)
                 await pipe.execute()
         return True
 
     async def apply(self, request_id: str, rule: Callable[[ConsentRequest], Outcome], what: str) -> Outcome:
         """Read the request, apply `rule`, and write the result and its audit records atomically (see
-        `State.atomically`: every attempt sees the state it acts on)."""
+        `State.atomically`: every attempt sees the state it acts on). An attempt that changes nothing (a refusal)
+        writes only its audit records, rate-limited per actor."""
         key = self._request(request_id)
 
         async def body(pipe: Pipeline) -> Outcome:
@@ -247,15 +251,20 @@ class ConsentStore:
             if raw is None:
                 raise UnknownRequest(request_id)
             outcome = rule(ConsentRequest.model_validate_json(raw))
+            if not outcome.changed:
+                return outcome
             pipe.multi()
-            if outcome.changed:
-                self._write(pipe, outcome.request)
+            self._write(pipe, outcome.request)
             for entry in outcome.audit:
                 self._append(pipe, outcome.request, entry)
             await pipe.execute()
             return outcome
 
-        return await self.state.atomically(what, [key], body)
+        outcome = await self.state.atomically(what, [key], body)
+        if not outcome.changed:
+            for entry in outcome.audit:
+                await self._append_refusal(outcome.request, entry)
+        return outcome
 
     def _write(self, pipe: Pipeline, request: ConsentRequest) -> None:
         pipe.set(self._request(request.id), request.model_dump_json(), exat=self._keep_until(request))

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.consent.service import ConsentService
 from bot.readiness.service import ReadinessService
 from bot.store import CLICK_TTL_SECONDS, Cache, digest
 from catalog import Catalog
@@ -23,6 +24,7 @@ async def handle_share_action(
     catalog: Catalog,
     cache: Cache,
     readiness: ReadinessService | None,
+    consent: ConsentService,
 ) -> None:
     """Handles "Share in channel": reposts the same answer visibly, once per answer even on double clicks."""
     await ack()
@@ -35,7 +37,8 @@ async def handle_share_action(
         await respond(**notice_message("Already shared in this channel.").to_response())
         return
     try:
-        message = await answer(catalog, readiness, request, shared_by=user or None)
+        message = await answer(catalog, readiness, request, shared_by=user or None,
+                               start_consent=consent.configured)
         await respond(**message.to_response(response_type="in_channel"))
     except Exception:
         await cache.release("share", key)  # nothing was posted: a new click may try again

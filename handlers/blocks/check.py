@@ -60,8 +60,8 @@ def _tenant_line(report: Report) -> str:
 
 #: A fix whose link is Microsoft's admin-consent page (bot.microsoft.tenant.admin_consent_url).
 _ADMIN_CONSENT = "/adminconsent?"
-START_CONSENT_FIX = ("the approvers decide with *Start consent* below; a Global Administrator of the tenant then "
-                     "grants admin consent from the request's card.")
+START_CONSENT_FIX = ("the approvers decide first (*Start consent*, or `/itdr consent TENANT`); a Global "
+                     "Administrator of the tenant then grants admin consent from the request's card.")
 
 
 def _is_consent_fix(remediation: str | None) -> bool:
