@@ -20,7 +20,7 @@ connection
 Setup, never timed: every itdr click approves its own open request (one tenant each, its card "posted" at a
 unique ts), created in Redis before each batch exactly as `/itdr consent` records a posted one
 (`ConsentStore.save_new`: the request, its card, its expiry and the `requested` audit entry), with the button value
-signed by `Signer.from_settings` from the same signing secret as the server, under the server's REDIS_URL and
+signed by `Signer.from_settings` with the same ITDR_STATE_SECRET as the server, under the server's REDIS_URL and
 REDIS_PREFIX. A request asks what a first onboarding asks (`--since none`: every non-CPV item of the latest
 revision, the biggest card), or what a tenant at `--since vN` lacks. ITDR_APPROVERS names one distinct user per
 concurrent approver, ITDR_REQUIRED_APPROVALS is 1, so every click is an accepted approval causing one card update;
@@ -203,7 +203,7 @@ class Requests:
         unset: dict[str, Any] = {name: None for name in ("itdr_client_id", "itdr_client_secret",
                                                           "itdr_client_certificate", "itdr_target_app_id",
                                                           "itdr_state_secret")}
-        self.settings = load_settings(**unset, **{name.lower(): value for name, value in environment.items()})
+        self.settings = load_settings(**(unset | {name.lower(): value for name, value in environment.items()}))
         self.catalog = load_catalog()
         self.redis: RedisConnections = RedisConnections(redis_url, REDIS_PREFIX)
         self.store = ConsentStore(self.redis.state)
