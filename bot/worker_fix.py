@@ -11,8 +11,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.readiness.fix import failed_read
 from bot.runtime import Runtime
-from handlers.blocks.answers import notice_message
 from handlers.blocks.fix import plan_message, recheck_reply
+from handlers.blocks.kit import Message, escape, section
 
 REPLY_TTL_SECONDS = 14 * 24 * 3600
 
@@ -38,8 +38,9 @@ async def fix_recheck(ctx: dict[str, Any], *, tenant: str, channel: str, ts: str
                 raise
         reply = recheck_reply(posted.plan, report, user, after_wait=True)
     else:
-        reply = notice_message(f"Could not re-check {posted.plan.tenant_label} after the wait for <@{user}>: "
-                               f"{refused}")
+        text = (f"Could not re-check {escape(posted.plan.tenant_label)} after the wait for <@{escape(user)}>: "
+                f"{escape(refused)}")
+        reply = Message(text=text, blocks=[section(text)])
     # Once per job, however often it runs; released when Slack refuses, so a retry posts it.
     if await runtime.cache.claim("fix-recheck-replied", job.key, ttl=REPLY_TTL_SECONDS):
         try:

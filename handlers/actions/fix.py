@@ -17,6 +17,7 @@ from bot.store import StateUnavailable
 from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import slack_date
 from handlers.blocks.fix import plan_message, recheck_reply
+from handlers.blocks.kit import Message, escape, section
 from handlers.commands.consent import open_request
 
 
@@ -72,8 +73,9 @@ async def handle_fix_recheck_later_action(
     at = datetime.fromisoformat(scheduled.scheduled_at)
     message = plan_message(scheduled.plan, scheduled_at=at, scheduled_by=scheduled.scheduled_by)
     await client.chat_update(channel=posted.channel, ts=posted.ts, text=message.text, blocks=message.blocks)
-    await respond(**notice_message(f":alarm_clock: I will re-check {scheduled.plan.tenant_label} at "
-                                   f"{slack_date(at)} and reply in the plan's thread.").to_response())
+    text = (f":alarm_clock: I will re-check {escape(scheduled.plan.tenant_label)} at {slack_date(at)} and reply in "
+            "the plan's thread.")
+    await respond(**Message(text=text, blocks=[section(text)]).to_response())
 
 
 async def handle_fix_consent_action(

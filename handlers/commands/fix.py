@@ -16,7 +16,6 @@ from bot.readiness.service import ReadinessService
 from bot.store import StateUnavailable
 from handlers.blocks.answers import notice_message
 from handlers.blocks.fix import plan_message
-from handlers.blocks.kit import escape
 from handlers.cards import NOT_IN_CHANNEL
 from handlers.payloads import AnswerRequest
 from handlers.router import prepare_check
@@ -35,11 +34,10 @@ async def post_plan(
     try:
         _, plan = await fixes.plan(check)
     except PlanRefused as exc:  # the same answer as `check` gives a tenant nothing could be read from
-        await respond(**notice_message(f":grey_question: Could not check `{escape(check.tenant.value)}`: "
-                                       f"{escape(str(exc))}").to_response())
+        await respond(**notice_message(f":grey_question: Could not check `{check.tenant.value}`: {exc}").to_response())
         return
     if not plan.steps and not plan.unread:
-        await respond(**notice_message(f":white_check_mark: {escape(plan.nothing_to_fix)}.").to_response())
+        await respond(**notice_message(f":white_check_mark: {plan.nothing_to_fix}.").to_response())
         return
     message = plan_message(plan)
     channel = command["channel_id"]
