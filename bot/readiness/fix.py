@@ -402,7 +402,7 @@ class Planner:
             id="security-defaults",
             title="Security defaults are on: the onboarding admin must complete MFA (your choice: keep them, or "
                   "replace them with Conditional Access)",
-            items=[check.title], impact=[check.detail], who=["Conditional Access Administrator"],
+            items=[check.title], impact=[check.detail], who=["Security Administrator"],
             action=Action.security_defaults,
             commands=["Get-MgPolicyIdentitySecurityDefaultEnforcementPolicy",
                       "Keep them: make sure the admin who consents has MFA registered. Or, only with equivalent "
