@@ -46,6 +46,7 @@ from bot.worker_fix import fix_recheck
 from handlers.blocks.drift import digest_message, drift_message, revision_message
 from handlers.blocks.kit import Message
 from handlers.cards import NOT_IN_CHANNEL, update_card
+from handlers.plans import mark_consented
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
             verification = await consent.verify(request_id, "itdr worker")
             if verification.outcome.changed:
                 await update_card(runtime.slack, consent, verification.outcome.request)
+                await mark_consented(runtime.slack, runtime.fixes, verification)
                 updated += 1
     return updated
 

@@ -178,3 +178,39 @@ async def test_re_check_after_the_wait_runs_on_a_restarted_worker_and_supersedes
         reply.args["text"]
     assert [u.args["ts"] for u in updates].count(ts) == 1, "the superseded plan's message is not touched again"
     assert pending is None, "the re-check ran to its end: nothing is pending any more"
+
+
+async def test_consent_verified_through_the_workflow_marks_the_plans_consent_step(
+    microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
+) -> None:
+    from bot.consent.model import ConsentState
+    from bot.worker import poll_consents
+    from handlers.blocks.fix import plan_message
+    from handlers.cards import post_card
+
+    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_approvers="U222")
+    async with running_worker(settings, microsoft, fake_slack) as fleet:
+        scenario = microsoft.add_tenant(complete_scenario("v5"))  # lacks what v6 adds: consent is step 1
+        runtime = fleet.runtime
+        readiness = runtime.readiness
+        assert readiness is not None
+        check = readiness.request(scenario.tenant_id)
+        _, plan = await runtime.fixes.plan(check)
+        assert [s.id for s in plan.steps] == ["consent"]
+        message = plan_message(plan)
+        posted = await runtime.slack.chat_postMessage(channel="C0PLAN", text=message.text, blocks=message.blocks)
+        await runtime.fixes.posted(plan, "C0PLAN", str(posted["ts"]))
+
+        consent = runtime.consent
+        prepared = await consent.prepare(check, "U111", "C0PLAN")
+        assert prepared.request is not None and await consent.reserve(prepared.request) is None
+        request = await consent.publish(prepared.request, await post_card(runtime.slack, consent, prepared.request))
+        assert (await consent.approve(request.id, "U222")).request.state is ConsentState.approved
+        full = complete_scenario("v6")
+        scenario.app_role_assignments, scenario.directory_roles = full.app_role_assignments, full.directory_roles
+        assert await poll_consents({"runtime": runtime}) == 1
+    updates = {call.args["ts"]: call for call in fake_slack.calls_to("chat.update")}
+    plan_update = updates[str(posted["ts"])]
+    (step,) = [b["text"]["text"] for b in plan_update.args["blocks"] if b["type"] == "section"]
+    assert step.startswith(":white_check_mark: *1. Grant admin consent")
+    assert "fix-consent" not in json.dumps(plan_update.args["blocks"]), "no Start consent once it is done"

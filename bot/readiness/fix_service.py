@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FIX_RECHECK_JOB = "fix_recheck"
 PLAN_TTL_SECONDS = 14 * 24 * 3600  # a plan message can be re-checked for two weeks
 RECHECK_RETRIES = 3
+MAX_PLANS_PER_TENANT = 20
 _PENDING = (Status.NEW, Status.QUEUED)
 
 
@@ -56,10 +57,32 @@ class FixService:
     def job_key(tenant: str, channel: str, ts: str) -> str:
         return f"fix-recheck:{tenant}:{channel}:{ts}"
 
+    def _tenant_key(self, tenant: str) -> str:
+        return self.state.key("fix-plans", tenant)
+
     async def posted(self, plan: Plan, channel: str, ts: str) -> None:
         """Remember a plan posted at (channel, ts); it supersedes the tenant's pending re-check in this channel."""
         await self._save(PostedPlan(plan=plan, channel=channel, ts=ts))
+        async with self.state.guard("record the fix plan") as redis, redis.pipeline(transaction=True) as pipe:
+            # The tenant's latest plan messages, so a consent granted later can mark them too (bounded).
+            key = self._tenant_key(plan.tenant_id)
+            pipe.zadd(key, {f"{channel} {ts}": float(ts)})
+            pipe.zremrangebyrank(key, 0, -MAX_PLANS_PER_TENANT - 1)
+            pipe.expire(key, PLAN_TTL_SECONDS)
+            await pipe.execute()
         await self._supersede(plan.tenant_id, channel, keep=None)
+
+    async def plans_of(self, tenant: str) -> list[PostedPlan]:
+        """The tenant's plan messages still kept, newest first."""
+        async with self.state.guard("read the fix plans") as redis:
+            members = await redis.zrevrange(self._tenant_key(tenant), 0, -1)
+        plans = []
+        for member in members:
+            channel, _, ts = (member.decode() if isinstance(member, bytes) else str(member)).partition(" ")
+            posted = await self.stored(channel, ts)
+            if posted is not None:
+                plans.append(posted)
+        return plans
 
     async def _save(self, posted: PostedPlan) -> None:
         async with self.state.guard("record the fix plan") as redis:
