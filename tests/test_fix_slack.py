@@ -214,3 +214,18 @@ async def test_consent_verified_through_the_workflow_marks_the_plans_consent_ste
     (step,) = [b["text"]["text"] for b in plan_update.args["blocks"] if b["type"] == "section"]
     assert step.startswith(":white_check_mark: *1. Grant admin consent")
     assert "fix-consent" not in json.dumps(plan_update.args["blocks"]), "no Start consent once it is done"
+
+
+async def test_re_check_now_never_marks_steps_from_a_failed_read(
+    slack: SlackSim, fake_slack: FakeSlack, microsoft: FakeMicrosoft
+) -> None:
+    scenario = broken_tenant(microsoft, "Flaky")
+    message, ts = await post_plan(slack, fake_slack, scenario.tenant_id)
+    microsoft.fail(r"\$batch", status=503, times=None)
+    try:
+        payload = await click(slack, message, ts, "fix-recheck")
+        answer = await fake_slack.answer_at(payload["response_url"], within=30)
+    finally:
+        microsoft.clear()
+    assert answer["text"].startswith("Could not re-check")
+    assert fake_slack.calls_to("chat.update") == []

@@ -11,6 +11,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentService
+from bot.readiness.fix import failed_read
 from bot.readiness.fix_service import FixService, PostedPlan
 from bot.readiness.service import CheckRequest, ReadinessService
 from bot.store import StateUnavailable
@@ -46,6 +47,10 @@ async def handle_fix_recheck_action(
     if posted is None or fixes.readiness is None:
         return
     report = await fixes.recheck(posted)
+    refused = failed_read(report)
+    if refused is not None:  # never marks from a failed read: the plan stays as it was
+        await respond(**notice_message(f"Could not re-check {posted.plan.tenant_label}: {refused}").to_response())
+        return
     scheduled = datetime.fromisoformat(posted.scheduled_at) if posted.scheduled_at else None
     message = plan_message(posted.plan, report=report, rechecked_at=datetime.now(UTC), scheduled_at=scheduled,
                            scheduled_by=posted.scheduled_by)
