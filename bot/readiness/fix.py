@@ -8,6 +8,7 @@ step says "not documented" instead of guessing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -126,7 +127,8 @@ def _graph_body(body: dict[str, Any]) -> str:
 class Planner:
     """Builds plans with the configured endpoints, so national clouds get their own URLs."""
 
-    def __init__(self, catalog: Catalog, graph_url: str, admin_consent_url: Any, target_app_id: str) -> None:
+    def __init__(self, catalog: Catalog, graph_url: str, admin_consent_url: Callable[[str], str],
+                 target_app_id: str) -> None:
         self.catalog = catalog
         self.target_app_id = target_app_id
         self.graph_url = graph_url.rstrip("/")
@@ -249,10 +251,9 @@ class Planner:
         return [
             self._role_step("directory-roles", "Assign the missing Entra roles to the ITDR app, directory-wide",
                             missing, sp_id),
-            self._role_step("roles-eligible-only", "Make the eligible-only roles active and permanent (PIM)",
-                            eligible, sp_id,
-                            note="Eligible only: Huntress needs an active, permanent assignment. The eligibility "
-                                 "may stay; the active assignment is what counts."),
+            self._role_step("roles-eligible-only",
+                            "Eligible only (PIM): give the ITDR app an active, permanent assignment of these roles",
+                            eligible, sp_id),
             self._role_step("roles-scoped", "Widen the roles scoped to an administrative unit to the directory",
                             scoped, sp_id,
                             note="; ".join(f"{c.catalog_name} is assigned at {report.role_findings[c.catalog_name]}"
