@@ -229,3 +229,21 @@ async def test_re_check_now_never_marks_steps_from_a_failed_read(
         microsoft.clear()
     assert answer["text"].startswith("Could not re-check")
     assert fake_slack.calls_to("chat.update") == []
+
+
+async def test_start_consent_on_a_plan_opens_the_consent_workflows_card(
+    fake_slack: FakeSlack, microsoft: FakeMicrosoft, serve_app: Callable[..., Any]
+) -> None:
+    running = serve_app(**microsoft_settings(microsoft), itdr_approvers="U222")
+    slack = SlackSim(running.events_url, fake_slack)
+    try:
+        scenario = microsoft.add_tenant(drop(complete_scenario(), "AuditLog.Read.All"))
+        message, ts = await post_plan(slack, fake_slack, scenario.tenant_id)
+        assert "Start consent" in json.dumps(message["blocks"])
+        payload = await click(slack, message, ts, "fix-consent")
+        answer = await fake_slack.answer_at(payload["response_url"], within=20)
+        assert answer["text"].startswith("Posted the consent request")
+        card = (await fake_slack.wait_for("chat.postMessage", count=2))[-1]
+        assert card.args["channel"] == "C111" and "consent-approve" in json.dumps(card.args["blocks"])
+    finally:
+        await slack.aclose()
