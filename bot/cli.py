@@ -189,7 +189,7 @@ def cmd_fix(args: argparse.Namespace, catalog: Catalog) -> int:
         sys.stdout.write(script(fix, generated_at=datetime.now(UTC).isoformat(timespec="seconds")))
         return EXIT_OK
     _emit(args, fix.to_json(), lambda: terminal.render_plan(fix))
-    return EXIT_OK
+    return EXIT_NOT_FOUND if fix.steps else EXIT_OK  # like `check`: 1 while something is left to do
 
 
 NOT_CONFIGURED = ("the tenant readiness check is not configured: set ITDR_CLIENT_ID, ITDR_CLIENT_SECRET (or "

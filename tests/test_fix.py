@@ -280,7 +280,7 @@ def test_itdr_fix_command_line(
     assert main(["fix", ready.tenant_id, "--version", "v5"]) == 0
     assert capsys.readouterr().out.strip() == f"Nothing to fix: {ready.domains[0]} grants everything v5 asks for"
 
-    assert main(["fix", blocked.tenant_id, "--json"]) == 0
+    assert main(["fix", blocked.tenant_id, "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert set(data) >= {"tenant", "version", "verdict", "checked_at", "steps"}
     assert data["tenant"] == blocked.tenant_id and data["verdict"] == "blocked"
@@ -295,7 +295,7 @@ def test_itdr_fix_command_line(
     assert blocked.sp_id in text and EXCHANGE_ADMIN in text and "ShouldProcess" in text
     assert "secret" not in text.lower().replace("no secret is stored", "")
 
-    assert main(["fix", blocked.domains[0]]) == 0
+    assert main(["fix", blocked.domains[0]]) == 1
     out = capsys.readouterr().out
     assert "1. Assign the missing Entra roles" in out and "60 minutes" in out
 
