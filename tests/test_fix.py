@@ -307,3 +307,15 @@ def test_itdr_fix_command_line(
     assert main(["fix", unknown]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"itdr: could not check {unknown}: ")
+
+
+async def test_unreadable_eligibility_leaves_the_role_plainly_missing(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = complete_scenario()
+    scenario.make_eligible_only(EXCHANGE_ADMIN)
+    fake.fail_in_batch(r"roleEligibilitySchedules", status=403, retry_after=None, times=None)
+    report, plan = await plan_for(service, fake, scenario)
+    assert report.verdict is Verdict.blocked and report.role_findings == {}
+    assert report.retry_after is None, "an explanatory read never reschedules a sweep"
+    assert ids(plan) == ["directory-roles"]
