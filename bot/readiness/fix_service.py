@@ -104,10 +104,10 @@ class FixService:
             previous = await redis.get(self._pending_key(tenant, channel))
         previous = previous.decode() if isinstance(previous, bytes) else previous
         if previous and previous != keep:
-            job = await self.queue.job(previous)
-            if job is not None and job.status in _PENDING:
-                await self.queue.abort(job, "superseded by a newer plan")
-            async with self.state.guard("replace the pending re-check") as redis:
+            async with self.state.guard("replace the pending re-check") as redis:  # the queue's faults too
+                job = await self.queue.job(previous)
+                if job is not None and job.status in _PENDING:
+                    await self.queue.abort(job, "superseded by a newer plan")
                 await redis.delete(self._pending_key(tenant, channel))
 
     async def schedule(self, channel: str, ts: str, user: str, now: datetime) -> PostedPlan | None:
@@ -120,7 +120,8 @@ class FixService:
         tenant = posted.plan.tenant_id
         key = self.job_key(tenant, channel, ts)
         await self._supersede(tenant, channel, keep=key)
-        existing = await self.queue.job(key)
+        async with self.state.guard("schedule the re-check"):
+            existing = await self.queue.job(key)
         if existing is not None and existing.status in _PENDING and posted.scheduled_at:
             return posted
         at = now + timedelta(minutes=wait)
@@ -130,11 +131,12 @@ class FixService:
             await redis.set(self._pending_key(tenant, channel), key,
                             ex=int(wait * 60 + PLAN_TTL_SECONDS))
         await self._save(posted)
-        await self.queue.enqueue(Job(
-            FIX_RECHECK_JOB, kwargs={"tenant": tenant, "channel": channel, "ts": ts, "user": user}, key=key,
-            scheduled=int(at.timestamp()), timeout=self.job_timeout, retries=RECHECK_RETRIES, retry_delay=30.0,
-            retry_backoff=True, ttl=PLAN_TTL_SECONDS,
-        ))
+        async with self.state.guard("schedule the re-check"):
+            await self.queue.enqueue(Job(
+                FIX_RECHECK_JOB, kwargs={"tenant": tenant, "channel": channel, "ts": ts, "user": user}, key=key,
+                scheduled=int(at.timestamp()), timeout=self.job_timeout, retries=RECHECK_RETRIES, retry_delay=30.0,
+                retry_backoff=True, ttl=PLAN_TTL_SECONDS,
+            ))
         return posted
 
     async def pending(self, tenant: str, channel: str) -> str | None:
