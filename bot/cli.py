@@ -145,6 +145,53 @@ def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
         report.verdict, EXIT_USAGE)
 
 
+def cmd_fix(args: argparse.Namespace, catalog: Catalog) -> int:
+    """A tenant's fix plan: ordered steps, who, how and Microsoft's wait; or one PowerShell script for it."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from bot import terminal
+    from bot.cli_slack import settings_for
+    from bot.microsoft.errors import InvalidTenant
+    from bot.microsoft.tenant import parse_tenant
+    from bot.readiness.fix import Plan, PlanRefused, script
+    from bot.runtime import Runtime
+    from bot.settings import Mode
+
+    try:  # bad input gets its answer before any configuration or network is touched
+        tenant = parse_tenant(args.tenant)
+        version = (catalog.revision(args.version) if args.version else catalog.latest).version
+    except InvalidTenant as exc:
+        return _usage_error(args, exc.message)
+    settings = settings_for(Mode.CLI)
+    if settings is None:
+        return EXIT_USAGE
+    if not settings.readiness_configured:
+        return _usage_error(args, NOT_CONFIGURED)
+
+    async def plan() -> Plan:
+        async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:
+            assert runtime.readiness is not None
+            request = runtime.readiness.request(tenant.value, version)
+            return (await runtime.readiness.plan(request, fresh=args.fresh))[1]
+
+    try:
+        fix = asyncio.run(plan())
+    except PlanRefused as exc:
+        # The same answer as `check` for a tenant nothing could be read from: never a plan from a failed read.
+        message = f"could not check {tenant.value}: {exc}"
+        if args.json:
+            print(json.dumps({"error": "unknown", "message": message}, ensure_ascii=False))
+        else:
+            print(f"itdr: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.script:
+        sys.stdout.write(script(fix, generated_at=datetime.now(UTC).isoformat(timespec="seconds")))
+        return EXIT_OK
+    _emit(args, fix.to_json(), lambda: terminal.render_plan(fix))
+    return EXIT_NOT_FOUND if fix.steps else EXIT_OK  # like `check`: 1 while something is left to do
+
+
 NOT_CONFIGURED = ("the tenant readiness check is not configured: set ITDR_CLIENT_ID, ITDR_CLIENT_SECRET (or "
                   "ITDR_CLIENT_CERTIFICATE) and ITDR_TARGET_APP_ID (see README, 'Tenant readiness check').")
 
@@ -229,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--version", help="catalog revision to check against (default: latest)")
     check.add_argument("--fresh", action="store_true", help="ignore the cached result and ask Microsoft again")
     check.set_defaults(handler=cmd_check)
+
+    fix = sub.add_parser(
+        "fix", parents=[common], help="a tenant's fix plan: ordered steps, who, how, Microsoft's wait"
+    )
+    fix.add_argument("tenant", help="tenant id (GUID) or a verified domain")
+    fix.add_argument("--version", help="catalog revision to plan for (default: latest)")
+    fix.add_argument("--script", action="store_true", help="print one idempotent PowerShell script (-WhatIf)")
+    fix.add_argument("--fresh", action="store_true", help="ignore the cached result and ask Microsoft again")
+    fix.set_defaults(handler=cmd_fix)
 
     audit = sub.add_parser("audit", parents=[common], help="a tenant's consent audit trail, oldest first")
     audit.add_argument("tenant", help="tenant id (GUID) or a domain used in one of its consent requests")

@@ -11,6 +11,7 @@ session for Slack, the Slack Web API client and the readiness service. Every ent
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from bot.consent.signing import Signer
 from bot.consent.store import ConsentStore
 from bot.drift.service import DriftService
 from bot.drift.store import DriftStore
+from bot.readiness.fix_service import FixService
 from bot.readiness.limits import CheckLimits
 from bot.readiness.service import ReadinessService
 from bot.settings import Mode, Settings
@@ -64,6 +66,15 @@ class Runtime:
     @property
     def state(self) -> State:
         return self.redis.state
+
+    @functools.cached_property
+    def fixes(self) -> FixService:
+        """Fix plans posted in Slack and their scheduled re-checks (SAQ jobs on the workers' queue)."""
+        from bot.drift.sweep import queue_for
+        from bot.readiness.fix_service import FixService
+
+        return FixService(self.readiness, self.state, queue_for(self.redis, self.settings),
+                          job_timeout=self.settings.itdr_job_timeout_seconds)
 
     @classmethod
     @contextlib.asynccontextmanager

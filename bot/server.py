@@ -31,6 +31,7 @@ from bot.runtime import Runtime
 from bot.settings import Mode, Settings
 from bot.store import StateUnavailable
 from handlers.cards import update_card
+from handlers.plans import mark_consented
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ async def admin_consent_callback(runtime: Runtime, query: Mapping[str, str]) -> 
                     "The request's card in Slack says so and offers the link again for another try.", link=back)
     verification = await consent.verify(request.id, "admin-consent callback")
     await update_card(runtime.slack, consent, verification.outcome.request)
+    await mark_consented(runtime.slack, runtime.fixes, verification)
     checked = verification.outcome.request
     if checked.state is ConsentState.verified:
         return page(200, "Consent granted and verified",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 
+from bot.readiness.fix import Plan
 from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
 from catalog import Catalog, Diff, Item, Lookup, PurposeGroup, Revision, diff_layout
 
@@ -191,4 +192,33 @@ def render_report(report: Report) -> str:
     lines.append("")
     lines.append(f"{passed} passed, {not_applicable} not applicable; {report.round_trips} round trips in "
                  f"{report.waves} waves, {report.duration_ms} ms.")
+    return "\n".join(lines)
+
+
+def render_plan(plan: Plan) -> str:
+    """A fix plan: numbered steps in order, each with who, how, the portal path and Microsoft's wait."""
+    lines = [f"Fix plan for {plan.tenant_label} ({plan.tenant_id}), catalog {plan.version}: "
+             f"{VERDICT_TEXT[plan.verdict].title.lower()}, checked {plan.checked_at or 'just now'}"
+             + (" (cached result; --fresh re-checks)" if plan.cached else "") + "."]
+    if not plan.steps and not plan.unread:
+        return plan.nothing_to_fix
+    numbers = {step.id: index for index, step in enumerate(plan.steps, 1)}
+    for index, step in enumerate(plan.steps, 1):
+        lines += ["", f"{index}. {step.title}"]
+        after = [str(numbers[a]) for a in step.after if a in numbers]
+        lines += _wrap("  items", ", ".join(step.items))
+        for impact in step.impact:
+            lines += _wrap("  breaks", impact)
+        lines += _wrap("  who", " or ".join(step.who) + (f" (after step {', '.join(after)})" if after else ""))
+        for command in step.commands:
+            lines.append(f"{'  run':<14}{command}")  # unwrapped: commands must survive copy and paste
+        if step.portal:
+            lines += _wrap("  portal", step.portal)
+        wait = (f"{step.wait_minutes} minutes: {step.wait_note} ({step.wait_source})" if step.wait_minutes
+                else step.wait_note + (f" ({step.wait_source})" if step.wait_source else ""))
+        lines += _wrap("  wait", wait)
+    if plan.unread:
+        lines += ["", "Not covered (could not be read):"]
+        for text in plan.unread:
+            lines += _wrap("  unknown", text)
     return "\n".join(lines)

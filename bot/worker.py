@@ -36,12 +36,15 @@ from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
+from bot.readiness.fix_service import FIX_RECHECK_JOB
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
+from bot.worker_fix import fix_recheck
 from handlers.blocks.drift import digest_message, drift_message, revision_message
 from handlers.blocks.kit import Message
 from handlers.cards import NOT_IN_CHANNEL, update_card
+from handlers.plans import mark_consented
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +205,7 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
             verification = await consent.verify(request.id, "itdr worker")
             if verification.outcome.changed:
                 await update_card(runtime.slack, consent, verification.outcome.request)
+                await mark_consented(runtime.slack, runtime.fixes, verification)
                 updated += 1
     return updated
 
@@ -272,7 +276,7 @@ def build_worker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
                    (JobName.POST.value, post_message), (JobName.SWEEP.value, sweep),
-                   (JobName.CONSENTS.value, poll_consents)],
+                   (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck)],
         concurrency=settings.itdr_worker_concurrency,
         cron_jobs=[
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),

@@ -22,11 +22,13 @@ class SubCommand(StrEnum):
     UNWATCH = "unwatch"
     WATCHING = "watching"
     FLEET = "fleet"
+    FIX = "fix"
     HELP = "help"
 
 
 # Sub-commands that act (ask Microsoft, record a request or a watch) or answer after the ack: run once per delivery.
-ACTING_SUB_COMMANDS = frozenset({SubCommand.CHECK, SubCommand.CONSENT, SubCommand.WATCH, SubCommand.UNWATCH})
+ACTING_SUB_COMMANDS = frozenset({SubCommand.CHECK, SubCommand.CONSENT, SubCommand.WATCH, SubCommand.UNWATCH,
+                                 SubCommand.FIX})
 
 
 class ActionId(StrEnum):
@@ -45,6 +47,9 @@ class ActionId(StrEnum):
     DRIFT_CONSENT = "drift-consent"
     DRIFT_ACK = "drift-ack"
     DRIFT_SNOOZE = "drift-snooze"
+    FIX_RECHECK = "fix-recheck"
+    FIX_RECHECK_LATER = "fix-recheck-later"
+    FIX_CONSENT = "fix-consent"
 
 
 class BlockId(StrEnum):
@@ -66,6 +71,7 @@ class BlockId(StrEnum):
     DRIFT_CLOSED = "drift-closed"
     DRIFT_ACK_REASON = "drift-ack-reason"
     REVISION = "revision"
+    FIX_ACTIONS = "fix-actions"
 
 
 class ViewId(StrEnum):

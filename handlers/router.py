@@ -56,7 +56,7 @@ def parse_command(text: str | None) -> tuple[AnswerRequest, str | None]:
             what = "name" if cmd is SubCommand.WHY else "word"
             return AnswerRequest(cmd=SubCommand.HELP), f"`{cmd.value}` needs a {what}."
         return AnswerRequest(cmd=cmd, args=(" ".join(rest)[:MAX_QUERY],)), None
-    if cmd in (SubCommand.CHECK, SubCommand.CONSENT):
+    if cmd in (SubCommand.CHECK, SubCommand.CONSENT, SubCommand.FIX):
         if not rest or len(rest) > 2:
             return AnswerRequest(cmd=SubCommand.HELP), (f"`{cmd.value}` needs a tenant id or domain, and optionally "
                                                         "a revision.")

@@ -21,12 +21,13 @@ from bot.readiness.limits import CheckLimits
 from bot.readiness.model import (
     ConditionalAccessPolicy,
     Reading,
+    RoleAssignment,
     ServicePrincipal,
     TenantInfo,
     TenantSnapshot,
 )
 from bot.store import Cache
-from catalog import Api, Catalog
+from catalog import Api, Catalog, Kind
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class Collector:
         self.limits = limits
         self.cpv_mode = cpv_mode
         self.cache_scope = cache_scope  # e.g. the Graph host, so clouds never share cached ids
+        # Directory roles some revision asks for: role-management reads only matter when one is missing.
+        self.role_templates = frozenset(item.ids.template_id for item in catalog.items
+                                        if item.kind is Kind.directory_role and item.ids.template_id)
         self.resources = [
             catalog.resources[api]["app_id"]
             for api in (Api.graph, Api.exchange, Api.o365_management, Api.partner_center)
@@ -135,8 +139,9 @@ class Collector:
         keys = [resources_key, sp_key, *(f"approles:{self.cache_scope}:{app_id}" for app_id in self.resources)]
         cached = await self.cache.get_many_json(keys) if self.cache else [None] * len(keys)  # one round trip
         known_resources: dict[str, str] = cached[0] or {}
-        # Delegated grants (CPV only) can only be filtered by the app's object id: cached after the first check.
-        known_sp_id = cached[1] if self.cpv_mode else None
+        # Delegated grants (CPV only) and role management (PIM eligibility, scoped assignments) can only be
+        # filtered by the app's object id: cached after the first check, so a warm check reads them in this batch.
+        known_sp_id = cached[1]
         role_maps: dict[str, dict[str, str]] = {}
         for index, app_id in enumerate(self.resources):
             role_maps[app_id] = cached[2 + index] or {}
@@ -146,7 +151,9 @@ class Collector:
             batch_a.append(SubRequest(f"res{index}", f"/servicePrincipals(appId={odata_string(app_id)})"
                                                        f"?$select={select}"))
         if known_sp_id:
-            batch_a.append(self._delegated(known_sp_id))
+            batch_a += self._role_management(known_sp_id)
+            if self.cpv_mode:
+                batch_a.append(self._delegated(known_sp_id))
 
         if self.limits is not None:  # the batch reads Conditional Access: one read a second per tenant
             await self.limits.conditional_access(tenant_id)
@@ -169,15 +176,24 @@ class Collector:
         if sp is None:
             return snapshot  # absent or unreadable: nothing is granted to check
         by_sp: dict[str, SubResponse] = {
-            key: responses[key] for key in ("grants", "roles", "delegated") if key in responses
+            key: responses[key] for key in ("grants", "roles", "delegated", "assignments", "eligible")
+            if key in responses
         }
         retry: list[SubRequest] = []
         if any(not by_sp[key].ok for key in ("grants", "roles")):
             # Should a tenant refuse the alternate-key form, ask again by object id.
             retry += self._grants_and_roles(f"/servicePrincipals/{sp.id}")
-        if self.cpv_mode and known_sp_id != sp.id:
+        if known_sp_id != sp.id:
+            # First check of this tenant, or the app was re-created: what was read by the old id is not its own.
+            by_sp.pop("assignments", None)
+            by_sp.pop("eligible", None)
             await self._remember(sp_key, sp.id, 7 * 24 * 3600)
-            retry.append(self._delegated(sp.id))
+            if self.cpv_mode:
+                retry.append(self._delegated(sp.id))
+            if self._roles_missing(by_sp["roles"]):
+                # Only a role missing from memberOf needs explaining (eligible only? scoped?): a ready tenant's
+                # cold check keeps its waves.
+                retry += self._role_management(sp.id)
         if retry:
             second = (await waves.run(graph.batch(retry)))[0]
             if isinstance(second, BaseException):
@@ -194,6 +210,23 @@ class Collector:
             SubRequest("grants", f"{principal}/appRoleAssignments?$select=appRoleId,resourceId"),
             SubRequest("roles", f"{principal}/memberOf/microsoft.graph.directoryRole?$select=roleTemplateId"),
         ]
+
+    @staticmethod
+    def _role_management(sp_id: str) -> list[SubRequest]:
+        """The app's active role assignments and PIM eligibilities at any scope (both filter on its object id).
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignments and
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleeligibilityschedules"""
+        principal = f"?$filter=principalId eq {odata_string(sp_id)}&$select=roleDefinitionId,directoryScopeId"
+        return [
+            SubRequest("assignments", f"/roleManagement/directory/roleAssignments{principal}"),
+            SubRequest("eligible", f"/roleManagement/directory/roleEligibilitySchedules{principal}"),
+        ]
+
+    def _roles_missing(self, roles: SubResponse) -> bool:
+        if not roles.ok or not isinstance(roles.body, dict):
+            return False
+        held = {role.get("roleTemplateId") for role in roles.body.get("value") or []}
+        return bool(self.role_templates - held)
 
     @staticmethod
     def _delegated(sp_id: str) -> SubRequest:
@@ -333,6 +366,7 @@ class Collector:
             snapshot.directory_roles = Reading(value=frozenset(
                 role.get("roleTemplateId", "") for role in roles.body.get("value") or []
             ))
+        snapshot.role_assignments = self._role_assignments(responses)
         delegated = responses.get("delegated")
         if delegated is None:
             snapshot.delegated_scopes = Reading(value={})
@@ -347,6 +381,23 @@ class Collector:
                 app_id = resource[0]
                 scopes[app_id] = scopes.get(app_id, frozenset()) | frozenset((grant.get("scope") or "").split())
             snapshot.delegated_scopes = Reading(value=scopes)
+
+    @staticmethod
+    def _role_assignments(responses: dict[str, SubResponse]) -> Reading[frozenset[RoleAssignment]]:
+        found: set[RoleAssignment] = set()
+        for key, eligible in (("assignments", False), ("eligible", True)):
+            response = responses.get(key)
+            if response is None:
+                return Reading.failed("not read")
+            if not response.ok:
+                # Explanatory only (a tenant without PIM may refuse eligibility): no Retry-After carried, so a
+                # sweep is not rescheduled for it.
+                return Reading.failed(_sub_failed(response, "the app's role assignments").error or "")
+            for entry in response.body.get("value") or []:
+                # Built-in roles: roleDefinitionId is the role's template id (microsoft-identifiers-notes.md 14).
+                found.add(RoleAssignment(str(entry.get("roleDefinitionId") or ""),
+                                         str(entry.get("directoryScopeId") or "/"), eligible))
+        return Reading(value=frozenset(found))
 
     # --- Exchange ---------------------------------------------------------------------------------
 

@@ -7,11 +7,14 @@ from typing import Any
 
 from bot.microsoft.tenant import admin_consent_url
 from bot.readiness.model import (
+    BlockingPolicy,
     CheckGroup,
     CheckItem,
     CheckStatus,
+    ConditionalAccessPolicy,
     Reading,
     Report,
+    RoleAssignment,
     ServicePrincipal,
     TenantSnapshot,
     Verdict,
@@ -192,10 +195,15 @@ def evaluate(
     facts = {item.name: _fact(item, snapshot) for item in plan.considered[cpv_mode]}
 
     # 2. Permissions and roles, item by item.
+    unusable = _unusable_roles(snapshot)
+    role_findings: dict[str, str] = {}
     for item_plan in plan.items:
         fact = facts.get(item_plan.item.name, (None, None))  # absent only for CPV-only items, not applicable
+        finding = unusable.get(item_plan.item.ids.template_id or "") if fact[0] is False else None
+        if finding is not None:
+            role_findings[item_plan.item.name] = finding
         items.append(_check_item(item_plan, fact, snapshot, remedies, tenant_id, sp, no_sp=no_sp,
-                                 cpv_mode=cpv_mode))
+                                 cpv_mode=cpv_mode, finding=finding))
 
     # 3. Exchange prerequisites.
     items.append(_boolean_check(
@@ -220,6 +228,7 @@ def evaluate(
     # 4. Licence and policies that only warn.
     items.append(_p2_check(snapshot, plan.p2_why))
     items.extend(_policy_checks(snapshot))
+    policies = snapshot.conditional_access.value if snapshot.conditional_access.known else None
 
     verdict = _verdict(items)
     return Report(
@@ -230,7 +239,35 @@ def evaluate(
         items=items,
         retry_after=snapshot.retry_after,
         app_object_id=sp.id if sp is not None else None,
+        role_findings=role_findings,
+        blocking_policies=[BlockingPolicy(id=p.id, name=p.name, targets_service_principals=p.targets_service_principals)
+                           for p in _blocking(policies or [])],
     )
+
+
+#: What a role finding says, the same words for the report and the fix plan.
+ELIGIBLE_ONLY = "eligible"
+
+
+def _unusable_roles(snapshot: TenantSnapshot) -> dict[str, str]:
+    """Roles the app has in a form Huntress cannot use, by template id: eligible only (PIM) at any scope, or active
+    at a scope narrower than the directory. An active directory-wide assignment is simply held."""
+    reading = snapshot.role_assignments
+    if not reading.known or not reading.value:
+        return {}
+    found: dict[str, str] = {}
+    entries: frozenset[RoleAssignment] = reading.value
+    for entry in sorted(entries, key=lambda e: (e.eligible, e.scope)):  # an active scoped one names its scope
+        if entry.eligible or entry.scope != "/":
+            found.setdefault(entry.template_id, ELIGIBLE_ONLY if entry.eligible else entry.scope)
+    return found
+
+
+def finding_text(finding: str) -> str:
+    if finding == ELIGIBLE_ONLY:
+        return "Eligible only (PIM): Huntress needs an active, permanent assignment."
+    return (f"Assigned only at the scope {finding} (narrower than the directory): Huntress needs the role "
+            "directory-wide (scope /).")
 
 
 # Whether an item is held (None: could not be read) and, when not, a revision's other name it is granted under.
@@ -306,6 +343,7 @@ def _check_item(
     *,
     no_sp: bool,
     cpv_mode: bool,
+    finding: str | None = None,
 ) -> CheckItem:
     item = plan.item
     check = plan.check
@@ -324,7 +362,7 @@ def _check_item(
         return check(status=CheckStatus.passed,
                      detail=f"Granted as {alias}, the name a revision of the document uses for it (a superset of "
                             f"{item.name}); see the catalog's discrepancy note.")
-    missing_text = _FOUND_TEXT[item.kind][1]
+    missing_text = _FOUND_TEXT[item.kind][1] if finding is None else finding_text(finding)
     if no_sp and item.kind is Kind.directory_role:
         missing_text = "Not assigned: the ITDR app is not in the tenant."
         remediation = "After admin consent (see the first item), assign the role: " + remedies.directory_role(item, sp)
@@ -378,11 +416,7 @@ def _policy_checks(snapshot: TenantSnapshot) -> list[CheckItem]:
     if not reading.known or reading.value is None:
         checks.append(_unknown("policy.conditional_access", title, reading.error, CheckGroup.policy, why=why))
     else:
-        risky = [
-            policy for policy in reading.value
-            if policy.state == "enabled" and policy.blocks
-            and (policy.targets_all_users or policy.targets_all_apps or policy.targets_service_principals)
-        ]
+        risky = _blocking(reading.value)
         if risky:
             names = ", ".join(f"'{policy.name}'" for policy in risky)
             checks.append(CheckItem(
@@ -412,6 +446,12 @@ def _policy_checks(snapshot: TenantSnapshot) -> list[CheckItem]:
         checks.append(CheckItem(id="policy.security_defaults", status=CheckStatus.passed, title=title,
                                 detail="Security Defaults are off.", group=CheckGroup.policy))
     return checks
+
+
+def _blocking(policies: list[ConditionalAccessPolicy]) -> list[ConditionalAccessPolicy]:
+    return [policy for policy in policies
+            if policy.state == "enabled" and policy.blocks
+            and (policy.targets_all_users or policy.targets_all_apps or policy.targets_service_principals)]
 
 
 def _verdict(items: list[CheckItem]) -> Verdict:

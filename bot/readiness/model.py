@@ -62,6 +62,14 @@ class ConditionalAccessPolicy:
     targets_service_principals: bool
 
 
+class RoleAssignment(NamedTuple):
+    """One role-management entry for the ITDR app: an active assignment or a PIM eligibility, at a scope."""
+
+    template_id: str
+    scope: str  # "/" is the whole directory; "/administrativeUnits/{id}" and others are narrower
+    eligible: bool  # True: eligible only (PIM), must be activated; False: active
+
+
 @dataclass
 class TenantSnapshot:
     """Everything the checks need, each fact with its own success or failure."""
@@ -75,6 +83,10 @@ class TenantSnapshot:
     # delegated scopes by resource appId (names, as oauth2PermissionGrants store them)
     delegated_scopes: Reading[dict[str, frozenset[str]]] = field(default_factory=lambda: Reading.failed("not read"))
     directory_roles: Reading[frozenset[str]] = field(default_factory=lambda: Reading.failed("not read"))
+    # Role-management reads (active assignments and PIM eligibilities, any scope): they explain a role missing
+    # from memberOf. Read only when they can explain something; "not read" then leaves the role plainly missing.
+    role_assignments: Reading[frozenset[RoleAssignment]] = field(
+        default_factory=lambda: Reading.failed("not read"))
     p2_licensed: Reading[bool] = field(default_factory=lambda: Reading.failed("not read"))
     conditional_access: Reading[list[ConditionalAccessPolicy]] = field(
         default_factory=lambda: Reading.failed("not read")
@@ -89,7 +101,7 @@ class TenantSnapshot:
         """Nothing could be read (no token, Graph down): every fact carries the same honest reason."""
         failed: Reading[Any] = Reading.failed(reason, retry_after=retry_after)
         return cls(tenant=tenant, service_principal=failed, app_roles=failed, app_role_names=failed,
-                   delegated_scopes=failed,
+                   delegated_scopes=failed, role_assignments=failed,
                    directory_roles=failed, p2_licensed=failed, conditional_access=failed, security_defaults=failed,
                    audit_log_enabled=failed, dehydrated=failed, org_management_roles=failed)
 
@@ -185,6 +197,14 @@ class CheckItem(BaseModel):
     blocking: bool = False  # a failure here means the integration cannot do today's job
 
 
+class BlockingPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    targets_service_principals: bool = False
+
+
 class Report(BaseModel):
     """A readiness verdict with every check behind it. The same model goes to Slack, the terminal, JSON and the
     Redis cache (and comes back from it whole)."""
@@ -203,6 +223,11 @@ class Report(BaseModel):
     retry_after: float | None = None
     # The ITDR app's service principal in the tenant (its object id), when it was read.
     app_object_id: str | None = None
+    # Directory roles (catalog names) the app has in a form Huntress cannot use: "eligible" (PIM eligible only)
+    # or the narrower scope of its active assignment (e.g. "/administrativeUnits/{id}").
+    role_findings: dict[str, str] = {}
+    # Enabled blocking Conditional Access policies with a broad scope (what policy.conditional_access warns of).
+    blocking_policies: list[BlockingPolicy] = []
 
     @computed_field  # type: ignore[prop-decorator]  # mypy cannot type decorators over @property; pydantic docs
     @property

@@ -24,6 +24,7 @@ from bot.microsoft.tenant import TenantRef, parse_tenant
 from bot.microsoft.tokens import Resource
 from bot.readiness.collect import Collector, WaveCounter
 from bot.readiness.evaluate import Remedies, evaluate
+from bot.readiness.fix import Plan, Planner
 from bot.readiness.limits import CheckLimits
 from bot.readiness.model import Reading, Report, TenantInfo, TenantSnapshot, Verdict
 from bot.settings import Settings
@@ -67,6 +68,7 @@ class ReadinessService:
         # When the bot signs in as the ITDR app itself, "app not in tenant" is the answer, not a fault.
         self.self_check = self.target_app_id == settings.itdr_client_id
         self.remedies = Remedies(settings.authority_host, self.target_app_id)
+        self.planner = Planner(catalog, settings.graph_url, self.remedies.admin_consent_url, self.target_app_id)
         self.collector = Collector(
             catalog,
             lambda tenant, priority: self.clients.graph(tenant, priority=priority),
@@ -148,6 +150,11 @@ class ReadinessService:
             await self.cache.set_text(self._report_key(request), report.model_dump_json(),
                                       self.settings.itdr_check_ttl_seconds)
         return report
+
+    async def plan(self, request: CheckRequest, *, fresh: bool = False) -> tuple[Report, Plan]:
+        """The fix plan from a fresh (or cached) check; raises PlanRefused when nothing could be read."""
+        report = await self.run(request, fresh=fresh)
+        return report, self.planner.plan(report)
 
     async def _snapshot(self, tenant: TenantRef, waves: WaveCounter, priority: Priority) -> TenantSnapshot:
         if self.tokens.cached_token(tenant, Resource.GRAPH) and self.tokens.cached_token(tenant, Resource.EXCHANGE):

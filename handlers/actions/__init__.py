@@ -20,6 +20,11 @@ from handlers.actions.drift import (
     handle_drift_recheck_action,
     handle_drift_snooze_action,
 )
+from handlers.actions.fix import (
+    handle_fix_consent_action,
+    handle_fix_recheck_action,
+    handle_fix_recheck_later_action,
+)
 from handlers.actions.home_show import handle_home_show_action
 from handlers.actions.recheck import handle_recheck_action
 from handlers.actions.share import handle_share_action
@@ -41,6 +46,9 @@ LISTENERS: dict[ActionId, Listener] = {
     ActionId.DRIFT_CONSENT: handle_drift_consent_action,
     ActionId.DRIFT_ACK: handle_drift_ack_action,
     ActionId.DRIFT_SNOOZE: handle_drift_snooze_action,
+    ActionId.FIX_RECHECK: handle_fix_recheck_action,
+    ActionId.FIX_RECHECK_LATER: handle_fix_recheck_later_action,
+    ActionId.FIX_CONSENT: handle_fix_consent_action,
 }
 
 

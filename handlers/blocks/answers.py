@@ -425,6 +425,8 @@ HELP_LINES = (
     ("unwatch TENANT", "stop watching a tenant in this channel"),
     ("watching", "the tenants this channel watches, their verdicts and when they were read"),
     ("fleet", "every watched tenant: verdicts, what is most often missing, blocked and stale tenants"),
+    ("fix TENANT [vN]", "the tenant's fix plan in this channel: ordered steps, who, commands, Microsoft's wait, "
+                        "and a re-check that comes back after the wait"),
     ("help", "this message"),
 )
 

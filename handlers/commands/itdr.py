@@ -10,10 +10,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentService
 from bot.drift.service import DriftService
+from bot.readiness.fix_service import FixService
 from bot.readiness.service import ReadinessService
 from catalog import Catalog
 from handlers.blocks.answers import notice_message
 from handlers.commands.consent import request_consent, show_audit
+from handlers.commands.fix import post_plan
 from handlers.commands.watch import fleet, unwatch, watch, watching
 from handlers.ids import SubCommand
 from handlers.router import answer_check, parse_command, prepare_check, render_command
@@ -21,13 +23,16 @@ from handlers.router import answer_check, parse_command, prepare_check, render_c
 
 async def handle_itdr_command(
     ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, catalog: Catalog,
-    readiness: ReadinessService | None, consent: ConsentService, drift: DriftService,
+    readiness: ReadinessService | None, consent: ConsentService, drift: DriftService, fixes: FixService,
 ) -> None:
     """Handles `/itdr …`. Catalog answers ride on the ack itself (one exchange with Slack); a check acks
     "Checking…" and answers through the response_url when Microsoft has."""
     request, note = parse_command(command.get("text"))
     if request.cmd is SubCommand.CONSENT:
         await request_consent(ack, respond, client, command, consent, readiness, request)
+        return
+    if request.cmd is SubCommand.FIX:
+        await post_plan(ack, respond, client, command, readiness, fixes, request)
         return
     if request.cmd is SubCommand.AUDIT:
         await show_audit(ack, consent, request)

@@ -489,8 +489,12 @@ class TenantScenario:
     app_role_assignments: list[tuple[str, str]] = field(default_factory=list)
     # Delegated grants: (resource appId, space-separated scope string).
     delegated_grants: list[tuple[str, str]] = field(default_factory=list)
-    # Entra directory roles held by the SP (template ids).
+    # Entra directory roles held by the SP (template ids), active and directory-wide.
     directory_roles: list[str] = field(default_factory=list)
+    # PIM: roles the SP is only eligible for (template ids, directory-wide), and roles assigned to it active but
+    # at a narrower scope (template id -> directoryScopeId, e.g. "/administrativeUnits/{id}").
+    eligible_roles: list[str] = field(default_factory=list)
+    scoped_roles: dict[str, str] = field(default_factory=dict)
     p2_licence: bool = True
     ca_policies: list[dict[str, Any]] = field(default_factory=list)
     security_defaults: bool = False
@@ -544,6 +548,18 @@ class TenantScenario:
             }],
             "additionalDetails": [{"key": "User-Agent", "value": "Mozilla/5.0"}],
         })
+
+    def make_eligible_only(self, template_id: str) -> None:
+        """PIM: the role stops being active and becomes an eligible assignment (as an admin converting it does)."""
+        self.directory_roles = [t for t in self.directory_roles if t != template_id]
+        self.eligible_roles.append(template_id)
+
+    def scope_role(self, template_id: str, directory_scope_id: str | None = None) -> str:
+        """The role's active assignment moves to an administrative unit; returns its directoryScopeId."""
+        scope = directory_scope_id or f"/administrativeUnits/{_object_id(self.tenant_id, 'au-' + template_id)}"
+        self.directory_roles = [t for t in self.directory_roles if t != template_id]
+        self.scoped_roles[template_id] = scope
+        return scope
 
     def grant_all(self, resource_app_id: str = GRAPH_APP_ID, *values: str) -> None:
         """Grant application permissions by name (e.g. "Directory.Read.All")."""
@@ -1387,6 +1403,10 @@ class FakeMicrosoft:
             expand = "roleDefinition" in query.get("$expand", "")
             items = self._role_assignments(scenario, expand)
             return self._collection(f"{ctx}roleManagement/directory/roleAssignments", items, path, query, flt)
+        if rest == "/roleManagement/directory/roleEligibilitySchedules":
+            items = self._role_eligibility_schedules(scenario)
+            return self._collection(f"{ctx}roleManagement/directory/roleEligibilitySchedules", items, path, query,
+                                    flt)
         if rest == "/subscribedSkus":
             return self._collection(f"{ctx}subscribedSkus", self._skus(scenario), path, query, flt)
         if rest == "/organization":
@@ -1565,16 +1585,20 @@ class FakeMicrosoft:
         ]
 
     def _role_assignments(self, scenario: TenantScenario, expand: bool) -> list[dict[str, Any]]:
+        """Active assignments, shaped as the sample of
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignments (microsoft-apis.md 1.4)."""
         items = []
-        holders = [(scenario.sp_id, t) for t in scenario.directory_roles] if scenario.sp_exists else []
+        holders = [(scenario.sp_id, t, "/") for t in scenario.directory_roles] if scenario.sp_exists else []
+        if scenario.sp_exists:
+            holders += [(scenario.sp_id, t, scope) for t, scope in scenario.scoped_roles.items()]
         # A Global Administrator held by someone else, so a missing principalId filter shows up.
-        holders.append((_object_id(scenario.tenant_id, "admin-user"), "62e90394-69f5-4237-9190-012177145e10"))
-        for principal, template in holders:
+        holders.append((_object_id(scenario.tenant_id, "admin-user"), "62e90394-69f5-4237-9190-012177145e10", "/"))
+        for principal, template, scope in holders:
             item: dict[str, Any] = {
-                "id": _opaque_id(principal, template),
+                "id": _opaque_id(principal, template, scope),
                 "principalId": principal,
-                "resourceScope": "/",
-                "directoryScopeId": "/",
+                "resourceScope": scope,
+                "directoryScopeId": scope,
                 "roleDefinitionId": template,
             }
             if expand:
@@ -1585,6 +1609,34 @@ class FakeMicrosoft:
                 }
             items.append(item)
         return items
+
+    def _role_eligibility_schedules(self, scenario: TenantScenario) -> list[dict[str, Any]]:
+        """PIM eligibilities, shaped as the response sample of
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleeligibilityschedules (v1.0)."""
+        holders = [(scenario.sp_id, t) for t in scenario.eligible_roles] if scenario.sp_exists else []
+        # Someone else's eligibility, so a missing principalId filter shows up.
+        holders.append((_object_id(scenario.tenant_id, "admin-user"), "fe930be7-5e62-47db-91af-98c3a49a38b1"))
+        return [
+            {
+                "@odata.type": "#microsoft.graph.unifiedRoleEligibilitySchedule",
+                "id": str(uuid.uuid5(uuid.UUID(scenario.tenant_id), f"eligibility-{principal}-{template}")),
+                "principalId": principal,
+                "roleDefinitionId": template,
+                "directoryScopeId": "/",
+                "appScopeId": None,
+                "createdUsing": str(uuid.uuid5(uuid.UUID(scenario.tenant_id), f"request-{principal}-{template}")),
+                "createdDateTime": "2024-05-02T04:22:45.497Z",
+                "modifiedDateTime": None,
+                "status": "Provisioned",
+                "memberType": "Direct",
+                "scheduleInfo": {
+                    "startDateTime": "2024-05-02T04:22:45.497Z",
+                    "recurrence": None,
+                    "expiration": {"type": "noExpiration", "endDateTime": None, "duration": None},
+                },
+            }
+            for principal, template in holders
+        ]
 
     def _skus(self, scenario: TenantScenario) -> list[dict[str, Any]]:
         plans = [PLAN_MCAS, PLAN_P1] + ([PLAN_P2] if scenario.p2_licence else [])
