@@ -18,6 +18,7 @@ from bot.readiness.service import CheckRequest, ReadinessService
 from catalog import Catalog, Kind
 
 STALE_AFTER = timedelta(days=1)
+SERVICE_PRINCIPAL_CHECK = "service_principal"  # the readiness check that the app is present and enabled
 TOP_MISSING = 10
 
 
@@ -86,16 +87,19 @@ class DriftService:
         return await self.store.update_snapshot(tenant_id, step, sweep=sweep)
 
     async def who(self, change: Change, app_object_id: str | None) -> Revocations | None:
-        """The directory audit behind revoked permissions and roles; None when nothing revocable drifted."""
+        """The directory audit behind revoked permissions and roles, or the app disabled or deleted; None when
+        nothing revocable drifted."""
         revocable = (Kind.application_permission, Kind.delegated_permission, Kind.directory_role)
         items = [self.catalog.get(item.catalog_name) for item in change.drifted if item.catalog_name]
-        if not any(item is not None and item.kind in revocable for item in items):
+        app_lost = any(item.check == SERVICE_PRINCIPAL_CHECK for item in change.drifted)
+        if not app_lost and not any(item is not None and item.kind in revocable for item in items):
             return None
-        if self.readiness is None or app_object_id is None or change.since is None:
+        if self.readiness is None or change.since is None:
             return Revocations(error="the ITDR app's service principal was not read, so its audit cannot be "
                                      "looked up")
         return await revocations(self.readiness.clients, change.tenant, app_object_id,
-                                 change.since - timedelta(minutes=5))
+                                 change.since - timedelta(minutes=5), now=change.at,
+                                 app_id=self.readiness.target_app_id)
 
     async def acknowledge(self, tenant: str, by: str, reason: str, *, now: datetime) -> Snapshot | None:
         return await self.store.set_snapshot(tenant, lambda s: model.acknowledge(s, by, reason, now=now),

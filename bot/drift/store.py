@@ -24,7 +24,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 
-from bot.drift.audit import AuditEvent, Revocations
+from bot.drift.audit import Revocations
 from bot.drift.model import Change, Snapshot
 from bot.microsoft.tenant import is_guid
 from bot.readiness.model import TenantInfo, Verdict
@@ -321,20 +321,14 @@ class DriftStore:
 
     async def save_who(self, sweep: str, tenant: str, who: Revocations) -> None:
         """The directory audit behind a tenant's drift, kept for the sweep's announcement."""
-        data = {"error": who.error, "events": [{"activity": e.activity, "actor": e.actor, "at": e.at.isoformat(),
-                                                 "detail": e.detail} for e in who.events]}
         async with self.state.guard("record the directory audit") as redis:
-            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(data), ex=SWEEP_TTL_SECONDS)
+            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(who.to_json()),
+                            ex=SWEEP_TTL_SECONDS)
 
     async def who(self, sweep: str, tenant: str) -> Revocations | None:
         async with self.state.guard("read the directory audit") as redis:
             raw = await redis.get(self.key("sweep", sweep, "who", tenant))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Revocations(error=data["error"], events=tuple(
-            AuditEvent(activity=e["activity"], actor=e["actor"], at=datetime.fromisoformat(e["at"]),
-                       detail=e["detail"]) for e in data["events"]))
+        return None if raw is None else Revocations.from_json(json.loads(raw))
 
     async def count_notified(self, sweep: str, count: int) -> None:
         async with self.state.guard("record the notifications") as redis:

@@ -51,13 +51,18 @@ def _who_lines(change: Change, who: Revocations | None) -> list[str]:
     if who.error:
         return [f":grey_question: The directory audit could not be read ({escape(who.error)}), so who did it is "
                 "unknown."]
+    if not who.events and who.beyond_retention and who.since is not None:
+        return [":grey_question: The directory audit shows no removal, but the last check was "
+                f"{slack_date(who.since)}: longer ago than Entra keeps its audit (7 days without Entra ID P1/P2, "
+                "30 with), so who did it "
+                "may no longer be recorded."]
     if not who.events:
         return ["The directory audit shows no removal since the last check (it can lag by up to an hour)."]
     lines = ["*Directory audit:*"]
     for event in who.events[:5]:
         named = [i.catalog_name for i in change.drifted if i.catalog_name and event.mentions(i.catalog_name)]
-        what = f" ({', '.join(f'`{escape(n)}`' for n in named)})" if named else ""
-        lines.append(f"• {escape(event.activity)}{what} by *{escape(event.actor)}* {slack_date(event.at)}")
+        what = ", ".join(f"`{escape(n)}`" for n in named) if named else escape(event.detail)
+        lines.append(f"• {escape(event.activity)} ({what}) by *{escape(event.actor)}* {slack_date(event.at)}")
     return lines
 
 
