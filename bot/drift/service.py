@@ -3,42 +3,28 @@ who-did-it from the directory audit). The worker and the listeners render and po
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.drift import model
 from bot.drift.audit import Revocations, revocations
+from bot.drift.fleet import PAGE, Fleet, tally
 from bot.drift.model import Change, Snapshot
 from bot.drift.store import DriftStore, WatchedTenant
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.http import Priority
-from bot.readiness.model import Report, Verdict
+from bot.readiness.model import Report
 from bot.readiness.service import CheckRequest, ReadinessService
 from catalog import Catalog, Kind
 
-STALE_AFTER = timedelta(days=1)
+#: Up to this many tenants, a summary out of date is computed on the spot (a fraction of the ack's time).
+SMALL_FLEET = 500
+#: Tenants listed by `/itdr watching` (the rest are counted, `itdr tenants --json` lists them all).
+WATCHING_LISTED = 100
 SERVICE_PRINCIPAL_CHECK = "service_principal"  # the readiness check that the app is present and enabled
-TOP_MISSING = 10
 
 
 class CannotWatch(Exception):
     """The tenant cannot be watched; str(exc) says why, and nothing was stored."""
-
-
-@dataclass(frozen=True)
-class Fleet:
-    tenants: int
-    verdicts: dict[str, int]
-    top_missing: list[tuple[str, int]]
-    blocked: list[str]
-    stale: list[str]
-    unread: list[str]  # watched, never checked yet
-
-    def to_json(self) -> dict[str, object]:
-        return {"tenants": self.tenants, "verdicts": self.verdicts,
-                "top_missing": [{"name": name, "tenants": count} for name, count in self.top_missing],
-                "blocked": self.blocked, "stale": self.stale}
 
 
 class DriftService:
@@ -108,22 +94,40 @@ class DriftService:
     async def snooze(self, tenant: str, *, now: datetime) -> Snapshot | None:
         return await self.store.set_snapshot(tenant, lambda s: model.snooze(s, now=now), "record the snooze")
 
-    async def fleet(self, now: datetime) -> Fleet:
-        tenants = await self.store.tenants()
+    async def watching(self, channel: str, *, limit: int = WATCHING_LISTED
+                       ) -> tuple[list[tuple[WatchedTenant, Snapshot | None, str | None]], int]:
+        """The first `limit` tenants a channel watches by name, each with its snapshot and why posting there broke
+        (if it did), and how many it watches in all. Only the channel's tenants are read, and only the listed
+        ones' snapshots."""
+        ids = await self.store.tenants_of(channel)
+        tenants = (await self.store.tenants(ids))[:limit]
         snapshots = await self.store.snapshots([t.id for t in tenants])
-        verdicts = {verdict.value: 0 for verdict in Verdict}
-        missing: Counter[str] = Counter()
-        blocked, stale, unread = [], [], []
-        for tenant in tenants:
-            snapshot = snapshots.get(tenant.id)
-            if snapshot is None:
-                unread.append(tenant.label)
-                continue
-            verdicts[snapshot.verdict.value] += 1
-            missing.update(snapshot.titles.get(check, check) for check in snapshot.missing)
-            if snapshot.verdict is Verdict.blocked:
-                blocked.append(snapshot.label)
-            if now - snapshot.at > STALE_AFTER:
-                stale.append(snapshot.label)
-        return Fleet(tenants=len(tenants), verdicts=verdicts, top_missing=missing.most_common(TOP_MISSING),
-                     blocked=sorted(blocked), stale=sorted(stale + unread), unread=sorted(unread))
+        broken = await self.store.broken_of(channel, [t.id for t in tenants])
+        return [(t, snapshots.get(t.id), broken.get(t.id)) for t in tenants], len(ids)
+
+    async def fleet(self, now: datetime, *, limit: int | None = PAGE) -> Fleet:
+        """The fleet computed now, streaming over every watched tenant (`itdr fleet --json`: limit None, every
+        name)."""
+        generation = await self.store.fleet_generation()
+        return await tally(self.store.fleet_batches(), now=now, limit=limit, generation=generation)
+
+    async def summarise_fleet(self, now: datetime) -> Fleet | None:
+        """The worker's job: compute and store the summary when the fleet changed since; None when it had not."""
+        raw, generation = await self.store.fleet_summary()
+        if raw is not None and Fleet.load(raw, generation=generation).current:
+            return None
+        fleet = await tally(self.store.fleet_batches(), now=now, generation=generation)
+        await self.store.save_fleet_summary(fleet.dump())
+        return fleet
+
+    async def fleet_summary(self, now: datetime) -> Fleet:
+        """For App Home and `/itdr fleet`: the stored summary, one read. A small fleet's out-of-date summary (or a
+        fleet's first) is computed on the spot; a big one is shown as of when the worker computed it."""
+        raw, generation = await self.store.fleet_summary()
+        if raw is not None:
+            fleet = Fleet.load(raw, generation=generation)
+            if fleet.current or fleet.tenants > SMALL_FLEET:
+                return fleet
+        fleet = await tally(self.store.fleet_batches(), now=now, generation=generation)
+        await self.store.save_fleet_summary(fleet.dump())
+        return fleet
