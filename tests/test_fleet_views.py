@@ -103,6 +103,9 @@ async def test_the_worker_stores_the_summary_and_views_read_it_until_the_fleet_c
     assert "As of" in json.dumps(fleet_message(stale).blocks)
     assert await summarise_fleet(ctx) == 6
     assert (await drift.fleet_summary(NOW)).tenants == 6
+    # Unchanged, but time moves on ("not read for more than a day" depends on it): recomputed every 10 minutes.
+    assert await drift.summarise_fleet(datetime.now(UTC)) is None
+    assert await drift.summarise_fleet(datetime.now(UTC) + timedelta(minutes=11)) is not None
 
 
 async def test_watching_names_each_tenant_by_name_domain_and_id(

@@ -170,7 +170,12 @@ class _Entry:
             scopes = [scope for value in self.either(_GRANT_NAMES) for scope in value.split()]
             return ", ".join(scopes) or "a delegated grant"
         if activity.startswith(ROLE_REMOVED):
-            return ", ".join(self.either(_ROLE_NAMES)) or "a directory role"
+            # PIM's entries may name the role as a target of type Role instead of in the properties [est: the role
+            # and the member sit at different target indexes in PIM's entries, per public Sentinel PIM parsers].
+            targets = self.raw.get("targetResources") or []
+            roles = self.either(_ROLE_NAMES) or [str(t["displayName"]) for t in targets
+                                                 if t.get("type") == "Role" and t.get("displayName")]
+            return ", ".join(roles) or "a directory role"
         if activity == SP_UPDATED:
             before = [v.lower() for v in self.old.get("AccountEnabled", [])]
             after = [v.lower() for v in self.new.get("AccountEnabled", [])]

@@ -18,6 +18,8 @@ from catalog import Catalog, Kind
 
 #: Up to this many tenants, a summary out of date is computed on the spot (a fraction of the ack's time).
 SMALL_FLEET = 500
+#: The worker recomputes the summary at least this often, changed or not ("not read for more than a day" moves).
+SUMMARY_REFRESH = timedelta(minutes=10)
 #: Tenants listed by `/itdr watching` (the rest are counted, `itdr tenants --json` lists them all).
 WATCHING_LISTED = 100
 SERVICE_PRINCIPAL_CHECK = "service_principal"  # the readiness check that the app is present and enabled
@@ -114,7 +116,9 @@ class DriftService:
     async def summarise_fleet(self, now: datetime) -> Fleet | None:
         """The worker's job: compute and store the summary when the fleet changed since; None when it had not."""
         raw, generation = await self.store.fleet_summary()
-        if raw is not None and Fleet.load(raw, generation=generation).current:
+        stored = Fleet.load(raw, generation=generation) if raw is not None else None
+        # Unchanged and recent: nothing to do. Time alone also dates it: a tenant unread for a day becomes stale.
+        if stored is not None and stored.current and now - stored.computed_at < SUMMARY_REFRESH:
             return None
         fleet = await tally(self.store.fleet_batches(), now=now, generation=generation)
         await self.store.save_fleet_summary(fleet.dump())
