@@ -291,10 +291,14 @@ def _is_guid(text: str) -> bool:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     async def work(runtime: Any) -> int:
-        from bot.drift.fleet import Names
+        from bot.drift.fleet import PAGE, Names
 
-        # Computed now, streaming: `--json` lists every name, the text one page of each list.
-        fleet = await runtime.drift.fleet(datetime.now(UTC), limit=None if args.json else FLEET_PAGE)
+        # `--json` lists every name: computed now, streaming. The text shows one page of each list: the worker's
+        # summary when it is up to date, else computed now.
+        now = datetime.now(UTC)
+        fleet = None if args.json else await runtime.drift.fleet_summary(now)
+        if fleet is None or not fleet.current:
+            fleet = await runtime.drift.fleet(now, limit=None if args.json else PAGE)
         if args.json:
             print(json.dumps(fleet.to_json(), indent=2))
             return EXIT_OK
@@ -314,9 +318,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return int(_with_runtime(args, Mode.CLI, work))
-
-
-FLEET_PAGE = 25  # names per list in `itdr fleet` (text)
 
 
 def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
