@@ -194,7 +194,7 @@ def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot 
             state += f" · :warning: *broken:* {escape(broken)}"
         name = tenant.name or (snapshot.name if snapshot else None)
         domain = tenant.domain or (snapshot.domain if snapshot else None)
-        parts = ([f"*{escape(name)}*"] if name else []) + ([escape(domain)] if domain else [])
+        parts = ([f"*{escape(name)}*"] if name else []) + ([escape(domain)] if domain and domain != tenant.id else [])
         who = " · ".join([*parts, f"`{escape(tenant.id)}`"])
         lines.append(f"• {who} — {state}")
     if total > len(rows):
