@@ -139,3 +139,26 @@ def test_import_streams_refuses_extra_columns_by_line_and_fleet_pages_its_names(
     assert len(full["not_read_yet"]) == 30 and full["stale"] == []
     listed = itdr("tenants", env=env).stdout.splitlines()
     assert len(listed) == 30 and all("not read yet" in line for line in listed)
+
+
+def test_import_shows_its_progress_on_a_terminal(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.test_drift_slack import ROOT
+
+    csv_file = tmp_path / "tenants.csv"
+    csv_file.write_text("tenant,channel\n" + "".join(f"t{n}.onmicrosoft.com,C0TTY\n" for n in range(1500)))
+    primary, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ITDR_", "REDIS_"))}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "tenants", "import", str(csv_file)], stderr=terminal,
+                          stdout=subprocess.PIPE, text=True, timeout=120, check=False,
+                          env=env | {"PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix})
+    os.close(terminal)
+    shown = os.read(primary, 65536).decode()
+    os.close(primary)
+    assert done.returncode == 0
+    assert "1,000 rows imported…" in shown and "1,500 rows imported…" in shown
+    assert done.stdout.strip() == "Imported 1500 rows (1500 new subscriptions); 0 bad rows skipped."
