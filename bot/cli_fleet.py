@@ -160,79 +160,122 @@ def cmd_tenants(args: argparse.Namespace) -> int:
         return _import(args)
 
     async def work(runtime: Any) -> int:
-        store = runtime.drift.store
-        tenants = await store.tenants()
-        snapshots = await store.snapshots([t.id for t in tenants])
-        rows = []
-        for tenant in tenants:
-            snapshot = snapshots.get(tenant.id)
-            rows.append({"tenant": tenant.id, "domain": tenant.domain, "name": tenant.name,
-                         "channels": await store.channels_of(tenant.id),
-                         "verdict": snapshot.verdict.value if snapshot else None,
-                         "checked_at": snapshot.at.isoformat() if snapshot else None})
+        from bot.store import unpack
+
+        listed = 0
+        # Streamed a batch at a time: 250,000 tenants never sit in memory at once, and the first lines come at once.
+        async for batch in runtime.drift.store.listing_batches():
+            for raw_tenant, raw_snapshot, channels in batch:
+                tenant = json.loads(raw_tenant)
+                snapshot = json.loads(unpack(raw_snapshot)) if raw_snapshot else {}
+                row = {"tenant": tenant["id"], "domain": tenant.get("domain"), "name": tenant.get("name"),
+                       "channels": channels, "verdict": snapshot.get("verdict"), "checked_at": snapshot.get("at")}
+                if args.json:
+                    sys.stdout.write(("[\n" if listed == 0 else ",\n") + json.dumps(row))
+                else:
+                    sys.stdout.write(f"{row['tenant']}  {(row['domain'] or ''):<36} "
+                                     f"{(row['verdict'] or 'not read yet'):<12} {' '.join(channels)}\n")
+                listed += 1
         if args.json:
-            print(json.dumps(rows, indent=2))
-        elif not rows:
+            print("[]" if listed == 0 else "\n]")
+        elif not listed:
             print("No tenant is watched. `itdr watch TENANT --channel C…` or `itdr tenants import FILE.csv`.")
-        else:
-            for row in rows:
-                print(f"{row['tenant']}  {(row['domain'] or ''):<36} {(row['verdict'] or 'not read'):<9} "
-                      f"{' '.join(row['channels'])}")
         return EXIT_OK
 
     return int(_with_runtime(args, Mode.CLI, work))
 
 
+IMPORT_BATCH = 1000  # rows written per Redis transaction
+BAD_ROWS_SHOWN = 100  # bad rows told line by line; the rest are counted
+
+
 def _import(args: argparse.Namespace) -> int:
-    """`tenant,channel` rows; bad rows are reported by their line in the file (the header is line 1)."""
+    """`tenant,channel` rows, streamed: read, checked and written `IMPORT_BATCH` at a time (memory stays flat
+    whatever the file's size), with progress on a terminal. Bad rows are reported by their line in the file (the
+    header is line 1) and skipped; the good ones are imported."""
     from bot.drift.store import WatchedTenant
+    from bot.drift.sweep import queue_for, summarise_soon
     from bot.microsoft.errors import InvalidTenant
     from bot.microsoft.tenant import parse_tenant
 
     path = Path(args.file or "")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        handle = path.open(encoding="utf-8-sig", newline="")
+        header = next(csv.reader([handle.readline()]), [])
     except (OSError, UnicodeDecodeError) as exc:
         return _fail(args, f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
-    reader = csv.reader(text.splitlines())
-    header = [cell.strip().lower() for cell in next(reader, [])]
-    if header[:2] != ["tenant", "channel"]:
+    if [cell.strip().lower() for cell in header] != ["tenant", "channel"]:
+        handle.close()
         return _fail(args, f"{path}: line 1 must be the header `tenant,channel`.")
-    good: list[tuple[str, str]] = []
+    progress = sys.stderr.isatty() and not args.json
+    counts = {"good": 0, "new": 0, "bad": 0}
     bad: list[str] = []
-    for line, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) < 2:
-            bad.append(f"line {line}: expected `tenant,channel`")
-            continue
-        try:
-            tenant = parse_tenant(row[0]).value
-        except InvalidTenant:
-            bad.append(f"line {line}: {row[0].strip()[:60]!r} is not a tenant id or domain")
-            continue
-        channel = row[1].strip()
-        if not _check_channel(channel):
-            bad.append(f"line {line}: {channel[:40]!r} is not a Slack channel id (C…)")
-            continue
-        good.append((tenant, channel))
+
+    def refuse(message: str) -> None:
+        counts["bad"] += 1
+        if len(bad) < BAD_ROWS_SHOWN:
+            bad.append(message)
+            print(f"{path}: {message}", file=sys.stderr)
+
+    def rows(now: datetime) -> Any:
+        for line, row in enumerate(csv.reader(handle), start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != 2:
+                refuse(f"line {line}: expected `tenant,channel`" +
+                       (f", found {len(row)} columns" if len(row) > 2 else ""))
+                continue
+            try:
+                tenant = parse_tenant(row[0]).value
+            except InvalidTenant:
+                refuse(f"line {line}: {row[0].strip()[:60]!r} is not a tenant id or domain")
+                continue
+            channel = row[1].strip()
+            if not _check_channel(channel):
+                refuse(f"line {line}: {channel[:40]!r} is not a Slack channel id (C…)")
+                continue
+            # A domain is kept as given (the import works offline); the first sweep files it under its GUID.
+            yield WatchedTenant(id=tenant, domain=None if _is_guid(tenant) else tenant, added_by="itdr import",
+                                added_at=now), channel
 
     async def work(runtime: Any) -> int:
-        now = datetime.now(UTC)
-        # A domain is kept as given (the import works offline); the first sweep files it under its GUID.
-        rows = [(WatchedTenant(id=tenant, domain=None if _is_guid(tenant) else tenant, added_by="itdr import",
-                               added_at=now), channel) for tenant, channel in good]
-        return int(await runtime.drift.store.watch_many(rows))
+        store = runtime.drift.store
+        batch: list[tuple[Any, str]] = []
 
-    added = _with_runtime(args, Mode.CLI, work) if good else 0
-    for message in bad:
-        print(f"{path}: {message}", file=sys.stderr)
+        async def flush() -> None:
+            counts["new"] += await store.watch_many(batch)
+            counts["good"] += len(batch)
+            batch.clear()
+            if progress:
+                print(f"\r{counts['good']:,} rows imported…", end="", file=sys.stderr, flush=True)
+
+        for row in rows(datetime.now(UTC)):
+            batch.append(row)
+            if len(batch) >= IMPORT_BATCH:
+                await flush()
+        await flush()
+        if progress:
+            print(file=sys.stderr)
+        if counts["good"]:
+            await summarise_soon(queue_for(runtime.redis, runtime.settings))
+        return EXIT_OK
+
+    with handle:
+        try:
+            result = _with_runtime(args, Mode.CLI, work)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            return _fail(args, f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
+    if result != EXIT_OK:
+        return int(result)
+    if counts["bad"] > len(bad):
+        print(f"{path}: and {counts['bad'] - len(bad)} more bad rows", file=sys.stderr)
     if args.json:
-        print(json.dumps({"imported": len(good), "new": added, "bad": bad}))
+        print(json.dumps({"imported": counts["good"], "new": counts["new"], "bad": bad,
+                          "bad_rows": counts["bad"]}))
     else:
-        print(f"Imported {counted(len(good), 'row')} ({counted(added, 'new subscription')}); "
-              f"{counted(len(bad), 'bad row')} skipped.")
-    return EXIT_OK if not bad else EXIT_FAIL
+        print(f"Imported {counted(counts['good'], 'row')} ({counted(counts['new'], 'new subscription')}); "
+              f"{counted(counts['bad'], 'bad row')} skipped.")
+    return EXIT_OK if not counts["bad"] else EXIT_FAIL
 
 
 def counted(n: int, noun: str) -> str:
@@ -248,18 +291,30 @@ def _is_guid(text: str) -> bool:
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     async def work(runtime: Any) -> int:
-        fleet = await runtime.drift.fleet(datetime.now(UTC))
+        from bot.drift.fleet import PAGE, Names
+
+        # `--json` lists every name: computed now, streaming. The text shows one page of each list: the worker's
+        # summary when it is up to date, else computed now.
+        now = datetime.now(UTC)
+        fleet = None if args.json else await runtime.drift.fleet_summary(now)
+        if fleet is None or not fleet.current:
+            fleet = await runtime.drift.fleet(now, limit=None if args.json else PAGE)
         if args.json:
             print(json.dumps(fleet.to_json(), indent=2))
-        else:
-            verdicts = ", ".join(f"{verdict} {count}" for verdict, count in fleet.verdicts.items())
-            print(f"{counted(fleet.tenants, 'watched tenant')}: {verdicts}")
-            if fleet.top_missing:
-                print("Most often missing: " + ", ".join(f"{n} ({c})" for n, c in fleet.top_missing))
-            if fleet.blocked:
-                print("Blocked: " + ", ".join(fleet.blocked))
-            if fleet.stale:
-                print("Not read for more than a day: " + ", ".join(fleet.stale))
+            return EXIT_OK
+
+        def names(title: str, names: Names) -> None:
+            if names.total:
+                more = f" and {names.left_out} more (`--json` for all)" if names.left_out else ""
+                print(f"{title} ({names.total}): " + ", ".join(names.first) + more)
+
+        verdicts = ", ".join(f"{verdict} {count}" for verdict, count in fleet.verdicts.items())
+        print(f"{counted(fleet.tenants, 'watched tenant')}: {verdicts}")
+        if fleet.top_missing:
+            print("Most often missing: " + ", ".join(f"{n} ({c})" for n, c in fleet.top_missing))
+        names("Blocked", fleet.blocked)
+        names("Not read for more than a day", fleet.stale)
+        names("Not read yet", fleet.unread)
         return EXIT_OK
 
     return int(_with_runtime(args, Mode.CLI, work))

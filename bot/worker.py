@@ -8,7 +8,9 @@ Jobs (see `bot.drift.sweep.JobName`):
 - `finish_sweep`: announce the sweep's changes, one message per tenant, or one digest per channel beyond
   ITDR_DIGEST_THRESHOLD;
 - `post_message`: post in a channel, at most one message a second per channel, 429s honoured, nothing dropped;
-- `poll_consents` (every ITDR_CONSENT_POLL_SECONDS): expire what is due, verify approved requests.
+- `poll_consents` (every ITDR_CONSENT_POLL_SECONDS): expire what is due, verify approved requests;
+- `summarise_fleet` (every minute, unique): recompute the fleet summary App Home and `/itdr fleet` read, when
+  tenants were watched, unwatched, imported or read since it was computed.
 At start a worker announces a catalog revision no worker has announced yet (once across all) and queues a sweep.
 """
 
@@ -32,7 +34,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent.service import is_satisfied
 from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
-from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish_now, queue_for, start_sweep
+from bot.drift.sweep import (
+    MAX_RESCHEDULES,
+    RESULT_TTL_SECONDS,
+    SUMMARY_TIMEOUT_SECONDS,
+    JobName,
+    finish_now,
+    queue_for,
+    start_sweep,
+)
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
@@ -189,6 +199,13 @@ async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: 
     return "posted"
 
 
+async def summarise_fleet(ctx: dict[str, Any]) -> int:
+    """Recompute the stored fleet summary if the fleet changed since; the number of tenants summarised (0: it was
+    current)."""
+    fleet = await _runtime(ctx).drift.summarise_fleet(datetime.now(UTC))
+    return fleet.tenants if fleet is not None else 0
+
+
 async def poll_consents(ctx: dict[str, Any]) -> int:
     """Expire due consent requests and verify approved ones; the number of cards updated."""
     runtime = _runtime(ctx)
@@ -276,11 +293,13 @@ def build_worker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
                    (JobName.POST.value, post_message), (JobName.SWEEP.value, sweep),
-                   (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck)],
+                   (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck),
+                   (JobName.SUMMARY.value, summarise_fleet)],
         concurrency=settings.itdr_worker_concurrency,
         cron_jobs=[
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
+            CronJob(summarise_fleet, cron="* * * * *", unique=True, timeout=SUMMARY_TIMEOUT_SECONDS, retries=1),
         ],
         startup=startup,
         # saq's PartialTimersDict inherits its keys as required from TimersDict; every key is optional at run time.

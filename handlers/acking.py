@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from handlers.blocks.answers import notice_message
 from handlers.errors import handle_error
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,24 @@ Listener = Callable[..., Coroutine[Any, Any, Any]]
 ACK_SECONDS = 3.0
 #: What the wrapper itself needs from Bolt, beside what the listener asks for.
 _OWN_ARGS = ("ack", "body", "respond", "context")
+_RESPOND_ARGS = ("text", "blocks", "response_type", "attachments")
+#: The answer to a slash command still working when Slack stops waiting (never "no longer supported").
+STILL_WORKING = ":hourglass_flowing_sand: Still working on it: the answer will appear here in a moment."
 
 
 class _SignallingAck:
-    """Bolt's `ack`, which also resolves `acked` when called (whether the call succeeds or raises)."""
+    """Bolt's `ack`, which also resolves `acked` when called (whether the call succeeds or raises). Once the
+    wrapper has answered Slack for a listener too slow to ack, the listener's own ack goes to the response_url."""
 
     def __init__(self, ack: Any, acked: asyncio.Future[None]) -> None:
         self._ack, self._acked = ack, acked
+        self.late: Any = None  # `respond`, once Slack has had its answer
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.late is not None:
+            if kwargs.get("text") or kwargs.get("blocks"):
+                await self.late(**{k: v for k, v in kwargs.items() if k in _RESPOND_ARGS})
+            return None
         try:
             return await self._ack(*args, **kwargs)
         finally:
@@ -53,8 +63,9 @@ def acks_first(listener: Listener) -> Listener:
         call = {name: kwargs[name] for name in names}
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
+        signalling = _SignallingAck(ack, acked)
         if acks_itself:
-            call["ack"] = _SignallingAck(ack, acked)
+            call["ack"] = signalling
         else:
             await ack()
             acked.set_result(None)
@@ -68,6 +79,13 @@ def acks_first(listener: Listener) -> Listener:
             return
         if ack.response is None:
             log.warning("%s did not ack within %.0f s; it goes on in the background", run.__name__, ACK_SECONDS)
+            # Slack stops waiting now: tell the user it is still working (unanswered, Bolt would say the command
+            # is unsupported), and let the listener's answer follow through the response_url.
+            signalling.late = kwargs["respond"]
+            if kwargs["body"].get("command"):
+                await ack(**notice_message(STILL_WORKING).to_ack())
+            else:
+                await ack()
         # The rest goes on in the background; a failure after the ack is told through the response_url.
         body, respond = kwargs["body"], kwargs["respond"]
         kwargs["context"]["background"].keep(task, functools.partial(_after_ack, body=body, respond=respond))

@@ -176,7 +176,7 @@ async def test_when_the_audit_cannot_be_read_it_says_so_and_still_notifies(fleet
     await fleet.sweep()
     (message,) = fleet.posts("C0NOAUDIT")
     assert "The directory audit could not be read" in text_of(message)
-    assert "Insufficient privileges" in text_of(message)
+    assert "no AuditLog.Read.All" in text_of(message)
 
 
 async def test_unknown_is_announced_only_when_it_lasts_two_sweeps(fleet: Fleet) -> None:

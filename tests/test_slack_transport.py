@@ -137,6 +137,29 @@ class TestErrors:
         finally:
             await slack.aclose()
 
+    async def test_a_command_that_overruns_slacks_3_s_says_it_is_still_working_then_answers(
+        self, fake_slack: FakeSlack, serve_app, monkeypatch
+    ):
+        from handlers import acking
+        from handlers.blocks.answers import notice_message
+
+        monkeypatch.setattr(acking, "ACK_SECONDS", 0.2)  # Slack's 3 s, shortened: the test waits for nothing
+
+        async def slow(ack):
+            await asyncio.sleep(0.5)  # a fleet too big to read within the ack
+            await ack(**notice_message("Here is the fleet.").to_ack())
+
+        running = serve_app(register=lambda app: app.command("/itdr")(acking.acks_first(slow)))
+        slack = SlackSim(running.events_url, fake_slack)
+        try:
+            response, form = await slack.command("fleet")
+            assert response.json()["text"] == acking.STILL_WORKING
+            assert "no longer supported" not in response.text
+            answer = await fake_slack.answer_at(form["response_url"], within=10)
+            assert answer["text"] == "Here is the fleet."
+        finally:
+            await slack.aclose()
+
     async def test_healthz(self, slack: SlackSim):
         base = slack.app_url.rsplit("/slack/events", 1)[0]
         health = await slack.http.get(base + "/healthz")

@@ -3,40 +3,29 @@ who-did-it from the directory audit). The worker and the listeners render and po
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.drift import model
 from bot.drift.audit import Revocations, revocations
+from bot.drift.fleet import PAGE, Fleet, tally
 from bot.drift.model import Change, Snapshot
 from bot.drift.store import DriftStore, WatchedTenant
 from bot.microsoft.http import Priority
-from bot.readiness.model import Report, Verdict
+from bot.readiness.model import Report
 from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolved
 from catalog import Catalog, Kind
 
-STALE_AFTER = timedelta(days=1)
-TOP_MISSING = 10
+#: Up to this many tenants, a summary out of date is computed on the spot (a fraction of the ack's time).
+SMALL_FLEET = 500
+#: The worker recomputes the summary at least this often, changed or not ("not read for more than a day" moves).
+SUMMARY_REFRESH = timedelta(minutes=10)
+#: Tenants listed by `/itdr watching` (the rest are counted, `itdr tenants --json` lists them all).
+WATCHING_LISTED = 100
+SERVICE_PRINCIPAL_CHECK = "service_principal"  # the readiness check that the app is present and enabled
 
 
 class CannotWatch(Exception):
     """The tenant cannot be watched; str(exc) says why, and nothing was stored."""
-
-
-@dataclass(frozen=True)
-class Fleet:
-    tenants: int
-    verdicts: dict[str, int]
-    top_missing: list[tuple[str, int]]
-    blocked: list[str]
-    stale: list[str]
-    unread: list[str]  # watched, never checked yet
-
-    def to_json(self) -> dict[str, object]:
-        return {"tenants": self.tenants, "verdicts": self.verdicts,
-                "top_missing": [{"name": name, "tenants": count} for name, count in self.top_missing],
-                "blocked": self.blocked, "stale": self.stale}
 
 
 class DriftService:
@@ -81,16 +70,19 @@ class DriftService:
         return await self.store.update_snapshot(tenant_id, step, sweep=sweep)
 
     async def who(self, change: Change, app_object_id: str | None) -> Revocations | None:
-        """The directory audit behind revoked permissions and roles; None when nothing revocable drifted."""
+        """The directory audit behind revoked permissions and roles, or the app disabled or deleted; None when
+        nothing revocable drifted."""
         revocable = (Kind.application_permission, Kind.delegated_permission, Kind.directory_role)
         items = [self.catalog.get(item.catalog_name) for item in change.drifted if item.catalog_name]
-        if not any(item is not None and item.kind in revocable for item in items):
+        app_lost = any(item.check == SERVICE_PRINCIPAL_CHECK for item in change.drifted)
+        if not app_lost and not any(item is not None and item.kind in revocable for item in items):
             return None
-        if self.readiness is None or app_object_id is None or change.since is None:
+        if self.readiness is None or change.since is None:
             return Revocations(error="the ITDR app's service principal was not read, so its audit cannot be "
                                      "looked up")
         return await revocations(self.readiness.clients, change.tenant, app_object_id,
-                                 change.since - timedelta(minutes=5))
+                                 change.since - timedelta(minutes=5), now=change.at,
+                                 app_id=self.readiness.target_app_id)
 
     async def acknowledge(self, tenant: str, by: str, reason: str, *, now: datetime) -> Snapshot | None:
         return await self.store.set_snapshot(tenant, lambda s: model.acknowledge(s, by, reason, now=now),
@@ -99,22 +91,42 @@ class DriftService:
     async def snooze(self, tenant: str, *, now: datetime) -> Snapshot | None:
         return await self.store.set_snapshot(tenant, lambda s: model.snooze(s, now=now), "record the snooze")
 
-    async def fleet(self, now: datetime) -> Fleet:
-        tenants = await self.store.tenants()
+    async def watching(self, channel: str, *, limit: int = WATCHING_LISTED
+                       ) -> tuple[list[tuple[WatchedTenant, Snapshot | None, str | None]], int]:
+        """The first `limit` tenants a channel watches by name, each with its snapshot and why posting there broke
+        (if it did), and how many it watches in all. Only the channel's tenants are read, and only the listed
+        ones' snapshots."""
+        ids = await self.store.tenants_of(channel)
+        tenants = (await self.store.tenants(ids))[:limit]
         snapshots = await self.store.snapshots([t.id for t in tenants])
-        verdicts = {verdict.value: 0 for verdict in Verdict}
-        missing: Counter[str] = Counter()
-        blocked, stale, unread = [], [], []
-        for tenant in tenants:
-            snapshot = snapshots.get(tenant.id)
-            if snapshot is None:
-                unread.append(tenant.label)
-                continue
-            verdicts[snapshot.verdict.value] += 1
-            missing.update(snapshot.titles.get(check, check) for check in snapshot.missing)
-            if snapshot.verdict is Verdict.blocked:
-                blocked.append(snapshot.label)
-            if now - snapshot.at > STALE_AFTER:
-                stale.append(snapshot.label)
-        return Fleet(tenants=len(tenants), verdicts=verdicts, top_missing=missing.most_common(TOP_MISSING),
-                     blocked=sorted(blocked), stale=sorted(stale + unread), unread=sorted(unread))
+        broken = await self.store.broken_of(channel, [t.id for t in tenants])
+        return [(t, snapshots.get(t.id), broken.get(t.id)) for t in tenants], len(ids)
+
+    async def fleet(self, now: datetime, *, limit: int | None = PAGE) -> Fleet:
+        """The fleet computed now, streaming over every watched tenant (`itdr fleet --json`: limit None, every
+        name)."""
+        generation = await self.store.fleet_generation()
+        return await tally(self.store.fleet_batches(), now=now, limit=limit, generation=generation)
+
+    async def summarise_fleet(self, now: datetime) -> Fleet | None:
+        """The worker's job: compute and store the summary when the fleet changed since; None when it had not."""
+        raw, generation = await self.store.fleet_summary()
+        stored = Fleet.load(raw, generation=generation) if raw is not None else None
+        # Unchanged and recent: nothing to do. Time alone also dates it: a tenant unread for a day becomes stale.
+        if stored is not None and stored.current and now - stored.computed_at < SUMMARY_REFRESH:
+            return None
+        fleet = await tally(self.store.fleet_batches(), now=now, generation=generation)
+        await self.store.save_fleet_summary(fleet.dump())
+        return fleet
+
+    async def fleet_summary(self, now: datetime) -> Fleet:
+        """For App Home and `/itdr fleet`: the stored summary, one read. A small fleet's out-of-date summary (or a
+        fleet's first) is computed on the spot; a big one is shown as of when the worker computed it."""
+        raw, generation = await self.store.fleet_summary()
+        if raw is not None:
+            fleet = Fleet.load(raw, generation=generation)
+            if fleet.current or fleet.tenants > SMALL_FLEET:
+                return fleet
+        fleet = await tally(self.store.fleet_batches(), now=now, generation=generation)
+        await self.store.save_fleet_summary(fleet.dump())
+        return fleet

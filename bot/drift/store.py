@@ -11,12 +11,14 @@ Keys (under the Redis prefix):
     sweep:{id}:changes            list: changes to announce when the sweep ends (JSON)
     sweep:last                    the id of the latest sweep
     catalog:announced             the latest catalog revision announced to watching channels
+    fleet:generation              counter: bumped by every watch, unwatch, import and snapshot write
+    fleet:summary                 the fleet summary the worker computed (JSON, one page of names per list)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,13 +26,18 @@ from typing import Any, cast
 from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 
-from bot.drift.audit import AuditEvent, Revocations
+from bot.drift.audit import Revocations
 from bot.drift.model import Change, Snapshot
 from bot.microsoft.tenant import is_guid
 from bot.readiness.model import TenantInfo, Verdict
 from bot.store import State, pack, unpack
 
 SWEEP_TTL_SECONDS = 7 * 24 * 3600
+FLEET_BATCH = 1000  # tenants read per round trip when the fleet is summarised
+#: Each set's members joined by spaces: one reply per tenant instead of one command and reply each (channel ids
+#: hold no space), which is most of what listing 250,000 tenants costs.
+_JOINED_MEMBERS = ("local out = {} for i, key in ipairs(KEYS) do "
+                   "out[i] = table.concat(redis.call('SMEMBERS', key), ' ') end return out")
 
 
 def _text(value: bytes | str) -> str:
@@ -87,6 +94,7 @@ class DriftStore:
             pipe.sadd(self.key("watch", "tenant", tenant.id), channel)
             pipe.sadd(self.key("watch", "channel", channel), tenant.id)
             pipe.hdel(self.key("watch", "broken"), f"{channel} {tenant.id}")
+            pipe.incr(self.key("fleet", "generation"))
             results = await pipe.execute()
         return bool(results[1])
 
@@ -99,8 +107,9 @@ class DriftStore:
                 pipe.hsetnx(self.key("watch", "tenants"), tenant.id, tenant.model_dump_json())
                 pipe.sadd(self.key("watch", "tenant", tenant.id), channel)
                 pipe.sadd(self.key("watch", "channel", channel), tenant.id)
+            pipe.incr(self.key("fleet", "generation"))
             results = await pipe.execute()
-        return sum(1 for index in range(1, len(results), 3) if results[index])
+        return sum(1 for index in range(1, len(results) - 1, 3) if results[index])
 
     async def unwatch(self, tenant: str, channel: str | None) -> int:
         """Unsubscribe one channel (or every channel); how many subscriptions ended. A tenant no channel watches
@@ -118,6 +127,7 @@ class DriftStore:
             if not await redis.scard(self.key("watch", "tenant", tenant)):
                 await redis.hdel(self.key("watch", "tenants"), tenant)
                 await redis.delete(self.key("snap", tenant))
+            await redis.incr(self.key("fleet", "generation"))
         return ended
 
     async def settle(self, watched: str, tenant: TenantInfo) -> None:
@@ -150,6 +160,7 @@ class DriftStore:
             keep_snapshot = snapshot is not None and not await pipe.exists(new_snap)
             pipe.multi()
             pipe.hset(tenants_key, tenant.id, settled.model_dump_json())
+            pipe.incr(self.key("fleet", "generation"))
             if watched == tenant.id:
                 await pipe.execute()
                 return
@@ -215,6 +226,65 @@ class DriftStore:
             pairs[(channel, tenant)] = _text(value)
         return pairs
 
+    async def broken_of(self, channel: str, tenants: list[str]) -> dict[str, str]:
+        """Why posting to `channel` broke, by tenant (a "*" entry breaks every tenant of the channel)."""
+        if not tenants:
+            return {}
+        async with self.state.guard("read the subscriptions") as redis:
+            raw = await redis.hmget(self.key("watch", "broken"), [f"{channel} {t}" for t in [*tenants, "*"]])
+        every = raw[-1]
+        reasons = {tenant: reason or every for tenant, reason in zip(tenants, raw[:-1], strict=True)}
+        return {tenant: _text(reason) for tenant, reason in reasons.items() if reason is not None}
+
+    # --- the fleet summary ------------------------------------------------------------------------------
+
+    async def fleet_batches(self, batch: int = FLEET_BATCH) -> AsyncIterator[list[tuple[bytes, bytes | None]]]:
+        """Every watched tenant with its packed snapshot (None before its first read), `batch` at a time: one
+        round trip per batch, never the whole fleet's snapshots in memory."""
+        ids = await self.tenant_ids()
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            async with self.state.guard("read the watched tenants") as redis, \
+                    redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.key("watch", "tenants"), chunk)
+                pipe.mget([self.key("snap", tenant) for tenant in chunk])
+                tenants, snapshots = await pipe.execute()
+            yield [(tenant, snapshot) for tenant, snapshot in zip(tenants, snapshots, strict=True) if tenant]
+
+    async def listing_batches(self, batch: int = FLEET_BATCH
+                              ) -> AsyncIterator[list[tuple[bytes, bytes | None, list[str]]]]:
+        """Every watched tenant with its packed snapshot and its channels, `batch` at a time (one round trip each)."""
+        ids = await self.tenant_ids()
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            async with self.state.guard("read the watched tenants") as redis, \
+                    redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.key("watch", "tenants"), chunk)
+                pipe.mget([self.key("snap", tenant) for tenant in chunk])
+                channel_sets = [self.key("watch", "tenant", tenant) for tenant in chunk]
+                pipe.eval(_JOINED_MEMBERS, len(channel_sets), *channel_sets)
+                tenants, snapshots, channels = await pipe.execute()
+            yield [(tenant, snapshot, sorted(_text(members).split()))
+                   for tenant, snapshot, members in zip(tenants, snapshots, channels, strict=True) if tenant]
+
+    async def fleet_summary(self) -> tuple[bytes | None, int]:
+        """The stored summary and the fleet's current generation, in one round trip."""
+        async with self.state.guard("read the fleet summary") as redis:
+            summary, generation = await redis.mget([self.key("fleet", "summary"), self.key("fleet", "generation")])
+        return cast(bytes | None, summary), int(generation or 0)
+
+    async def fleet_generation(self) -> int:
+        async with self.state.guard("read the fleet summary") as redis:
+            return int(await redis.get(self.key("fleet", "generation")) or 0)
+
+    async def save_fleet_summary(self, summary: str) -> None:
+        async with self.state.guard("record the fleet summary") as redis:
+            await redis.set(self.key("fleet", "summary"), summary)
+
+    async def watched_count(self) -> int:
+        async with self.state.guard("read the watched tenants") as redis:
+            return int(await redis.hlen(self.key("watch", "tenants")))
+
     # --- snapshots ------------------------------------------------------------------------------------
 
     async def snapshot(self, tenant: str) -> Snapshot | None:
@@ -245,6 +315,7 @@ class DriftStore:
             snapshot, change = step(Snapshot.model_validate_json(unpack(raw)) if raw else None)
             pipe.multi()
             pipe.set(key, pack(snapshot.model_dump_json()))
+            pipe.incr(self.key("fleet", "generation"))
             if sweep is not None:
                 pipe.sadd(self.key("sweep", sweep, "done"), tenant)
                 if change is not None and change.announce:
@@ -321,20 +392,14 @@ class DriftStore:
 
     async def save_who(self, sweep: str, tenant: str, who: Revocations) -> None:
         """The directory audit behind a tenant's drift, kept for the sweep's announcement."""
-        data = {"error": who.error, "events": [{"activity": e.activity, "actor": e.actor, "at": e.at.isoformat(),
-                                                 "detail": e.detail} for e in who.events]}
         async with self.state.guard("record the directory audit") as redis:
-            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(data), ex=SWEEP_TTL_SECONDS)
+            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(who.to_json()),
+                            ex=SWEEP_TTL_SECONDS)
 
     async def who(self, sweep: str, tenant: str) -> Revocations | None:
         async with self.state.guard("read the directory audit") as redis:
             raw = await redis.get(self.key("sweep", sweep, "who", tenant))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Revocations(error=data["error"], events=tuple(
-            AuditEvent(activity=e["activity"], actor=e["actor"], at=datetime.fromisoformat(e["at"]),
-                       detail=e["detail"]) for e in data["events"]))
+        return None if raw is None else Revocations.from_json(json.loads(raw))
 
     async def count_notified(self, sweep: str, count: int) -> None:
         async with self.state.guard("record the notifications") as redis:

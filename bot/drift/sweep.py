@@ -37,6 +37,7 @@ MAX_RESCHEDULES = 3
 JOB_RETRIES = MAX_RESCHEDULES + 3
 FINISH_GRACE_SECONDS = 300  # the fallback finish runs this long after the last scheduled start
 RESULT_TTL_SECONDS = 60  # finished jobs are kept this long (results live in our own keys)
+SUMMARY_TIMEOUT_SECONDS = 600  # the fleet summary streams through every tenant: 250,000 take well under this
 
 
 class JobName(StrEnum):
@@ -45,6 +46,13 @@ class JobName(StrEnum):
     POST = "post_message"
     SWEEP = "sweep"
     CONSENTS = "poll_consents"
+    SUMMARY = "summarise_fleet"
+
+
+async def summarise_soon(queue: RedisQueue) -> None:
+    """Bring the fleet summary up to date now (after an import), instead of at the worker's next minute."""
+    await queue.enqueue(JobName.SUMMARY.value, key=JobName.SUMMARY.value, timeout=SUMMARY_TIMEOUT_SECONDS,
+                        retries=1, ttl=RESULT_TTL_SECONDS)
 
 
 #: SAQ's sweep of lost jobs (saq/queue/redis.py `sweep`), except for a job in the active list whose status is still

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.drift.audit import Revocations
+from bot.drift.fleet import Fleet, Names
 from bot.drift.model import Change, ChangeKind, ItemChange, Snapshot
-from bot.drift.service import Fleet
 from bot.drift.store import WatchedTenant
 from bot.readiness.model import VERDICT_TEXT, Verdict
 from catalog import Catalog, Diff
@@ -51,13 +51,18 @@ def _who_lines(change: Change, who: Revocations | None) -> list[str]:
     if who.error:
         return [f":grey_question: The directory audit could not be read ({escape(who.error)}), so who did it is "
                 "unknown."]
+    if not who.events and who.beyond_retention and who.since is not None:
+        return [":grey_question: The directory audit shows no removal, but the last check was "
+                f"{slack_date(who.since)}: longer ago than Entra keeps its audit (7 days without Entra ID P1/P2, "
+                "30 with), so who did it "
+                "may no longer be recorded."]
     if not who.events:
         return ["The directory audit shows no removal since the last check (it can lag by up to an hour)."]
     lines = ["*Directory audit:*"]
     for event in who.events[:5]:
         named = [i.catalog_name for i in change.drifted if i.catalog_name and event.mentions(i.catalog_name)]
-        what = f" ({', '.join(f'`{escape(n)}`' for n in named)})" if named else ""
-        lines.append(f"• {escape(event.activity)}{what} by *{escape(event.actor)}* {slack_date(event.at)}")
+        what = ", ".join(f"`{escape(n)}`" for n in named) if named else escape(event.detail)
+        lines.append(f"• {escape(event.activity)} ({what}) by *{escape(event.actor)}* {slack_date(event.at)}")
     return lines
 
 
@@ -144,24 +149,39 @@ def revision_message(diff: Diff, catalog: Catalog, *, lacking: int, watched: int
                         f"adds. {answer.text}"[:3000], blocks=blocks[:50])
 
 
+def _names_line(title: str, names: Names) -> str:
+    """A list of tenants that may be too long to show: its count, the first page, and how to see the rest."""
+    line = f"*{title} ({names.total}):* " + escape(", ".join(names.first))
+    if names.left_out:
+        line += f" and {names.left_out} more (`itdr fleet --json` lists them all)"
+    return line
+
+
 def fleet_message(fleet: Fleet) -> Message:
     verdicts = " · ".join(f"{_verdict(Verdict(v))} {n}" for v, n in fleet.verdicts.items())
     lines = [f"*{fleet.tenants} watched tenants* · {verdicts}"]
     if fleet.top_missing:
         lines.append("*Most often missing:* " + ", ".join(f"`{escape(name)}` ({count})"
                                                           for name, count in fleet.top_missing))
-    if fleet.blocked:
-        lines.append(f"*Blocked ({len(fleet.blocked)}):* " + escape(", ".join(fleet.blocked)))
-    if fleet.stale:
-        lines.append(f"*Not read for more than a day ({len(fleet.stale)}):* " + escape(", ".join(fleet.stale)))
+    if fleet.blocked.total:
+        lines.append(_names_line("Blocked", fleet.blocked))
+    if fleet.stale.total:
+        lines.append(_names_line("Not read for more than a day", fleet.stale))
+    if fleet.unread.total:
+        lines.append(_names_line("Not read yet", fleet.unread))
     blocks: list[Block] = [header("ITDR fleet", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
-    return Message(text=f"{fleet.tenants} watched tenants; blocked: {len(fleet.blocked)}.", blocks=blocks)
+    if not fleet.current:
+        blocks.append(context(f"As of {slack_date(fleet.computed_at)}: tenants changed since, and the worker is "
+                              "bringing this summary up to date."))
+    return Message(text=f"{fleet.tenants} watched tenants; blocked: {fleet.blocked.total}.", blocks=blocks)
 
 
 def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot | None, str | None]],
-                     now: datetime) -> Message:
-    """The tenants a channel watches: last verdict and when it was read; broken or snoozed subscriptions."""
+                     now: datetime, total: int | None = None) -> Message:
+    """The tenants a channel watches (its first page when `total` says there are more): name, domain and id, last
+    verdict and when it was read; broken or snoozed subscriptions."""
+    total = len(rows) if total is None else total
     if not rows:
         text = "This channel watches no tenant. `/itdr watch TENANT` adds one."
         return Message(text=text, blocks=[section(text, block_id=BlockId.BODY)])
@@ -172,10 +192,16 @@ def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot 
             state += f" · snoozed until {slack_date(snapshot.snoozed_until)}"
         if broken:
             state += f" · :warning: *broken:* {escape(broken)}"
-        lines.append(f"• *{escape(tenant.label)}* (`{escape(tenant.id)}`) — {state}")
-    blocks: list[Block] = [header(f"Watched here: {len(rows)} tenants", BlockId.HEADER)]
+        name = tenant.name or (snapshot.name if snapshot else None)
+        domain = tenant.domain or (snapshot.domain if snapshot else None)
+        parts = ([f"*{escape(name)}*"] if name else []) + ([escape(domain)] if domain and domain != tenant.id else [])
+        who = " · ".join([*parts, f"`{escape(tenant.id)}`"])
+        lines.append(f"• {who} — {state}")
+    if total > len(rows):
+        lines.append(f"…and {total - len(rows)} more (`itdr tenants --json` lists them all).")
+    blocks: list[Block] = [header(f"Watched here: {total} tenants", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
-    return Message(text=f"This channel watches {len(rows)} tenants.", blocks=blocks)
+    return Message(text=f"This channel watches {total} tenants.", blocks=blocks)
 
 
 def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Message:

@@ -82,13 +82,9 @@ async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, r
 
 
 async def watching(ack: AsyncAck, command: dict[str, Any], drift: DriftService) -> None:
-    channel = command["channel_id"]
-    tenants = await drift.store.tenants(await drift.store.tenants_of(channel))
-    snapshots = await drift.store.snapshots([t.id for t in tenants])
-    broken = await drift.store.broken()
-    rows = [(t, snapshots.get(t.id), broken.get((channel, t.id)) or broken.get((channel, "*"))) for t in tenants]
-    await ack(**watching_message(channel, rows, datetime.now(UTC)).to_ack())
+    rows, total = await drift.watching(command["channel_id"])
+    await ack(**watching_message(command["channel_id"], rows, datetime.now(UTC), total).to_ack())
 
 
 async def fleet(ack: AsyncAck, drift: DriftService) -> None:
-    await ack(**fleet_message(await drift.fleet(datetime.now(UTC))).to_ack())
+    await ack(**fleet_message(await drift.fleet_summary(datetime.now(UTC))).to_ack())

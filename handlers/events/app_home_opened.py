@@ -19,7 +19,7 @@ from handlers.blocks.kit import Message
 async def fleet_summary(drift: DriftService) -> Message | None:
     """The fleet at a glance for the Home tab; a note when it cannot be read, nothing when nothing is watched."""
     try:
-        fleet = await drift.fleet(datetime.now(UTC))
+        fleet = await drift.fleet_summary(datetime.now(UTC))
     except StateUnavailable:
         return notice_message("The fleet summary cannot be read right now (Redis is unreachable).")
     return fleet_message(fleet) if fleet.tenants else None

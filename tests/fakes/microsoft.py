@@ -518,34 +518,28 @@ class TenantScenario:
     def resource_sp_id(self, app_id: str) -> str:
         return _object_id(self.tenant_id, f"resource-sp-{app_id}")
 
-    def revoke(self, resource_app_id: str, value: str, *, by: str = "alex@contoso.onmicrosoft.com",
-               at: dt.datetime | None = None) -> None:
-        """An admin removes one application permission: the grant goes, and the directory audit says who did it,
-        shaped as Entra logs "Remove app role assignment from service principal"."""
-        roles = {name: role_id for name, role_id, _ in RESOURCE_APPS[resource_app_id][1]}
-        self.app_role_assignments.remove((resource_app_id, roles[value]))
+    # Directory-audit entries as Entra writes them, not as the code would like them. Sources:
+    # ../shared/reference/entra-audit-and-ops.md §1 (shapes observed by several independent parsers of real exports);
+    # https://learn.microsoft.com/graph/api/resources/directoryaudit (the resource and its filters);
+    # https://learn.microsoft.com/entra/identity/monitoring-health/reference-audit-activities (activity names).
+    # modifiedProperties values are JSON-encoded strings ("\"Mail.ReadWrite\"", "[true]").
+    def _audit(self, activity: str, category: str, operation: str, targets: list[dict[str, Any]], *, by: str,
+               at: dt.datetime | None, service: str = "Core Directory") -> None:
         when = (at or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
         self.audit_events.append({
             "id": f"Directory_{uuid.uuid4().hex}",
-            "category": "ApplicationManagement",
+            "category": category,
             "correlationId": str(uuid.uuid4()),
             "result": "success",
             "resultReason": "",
-            "activityDisplayName": "Remove app role assignment from service principal",
+            "activityDisplayName": activity,
             "activityDateTime": when,
-            "loggedByService": "Core Directory",
-            "operationType": "Unassign",
+            "loggedByService": service,
+            "operationType": operation,
             "initiatedBy": {"user": {"id": str(uuid.uuid4()), "displayName": None, "userPrincipalName": by,
                                      "ipAddress": "203.0.113.7", "userType": None, "homeTenantId": None,
                                      "homeTenantName": None}, "app": None},
-            "targetResources": [{
-                "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
-                "userPrincipalName": None, "groupType": None,
-                "modifiedProperties": [
-                    {"displayName": "AppRole.Value", "oldValue": f'"{value}"', "newValue": None},
-                    {"displayName": "AppRole.Id", "oldValue": f'"{roles[value]}"', "newValue": None},
-                ],
-            }],
+            "targetResources": [{"userPrincipalName": None, "groupType": None, **target} for target in targets],
             "additionalDetails": [{"key": "User-Agent", "value": "Mozilla/5.0"}],
         })
 
@@ -560,6 +554,91 @@ class TenantScenario:
         self.directory_roles = [t for t in self.directory_roles if t != template_id]
         self.scoped_roles[template_id] = scope
         return scope
+
+    @staticmethod
+    def _props(removed: bool, **values: object) -> list[dict[str, Any]]:
+        """modifiedProperties: JSON-encoded values, on the old side for a removal, the new side for an add."""
+        side = "oldValue" if removed else "newValue"
+        other = "newValue" if removed else "oldValue"
+        return [{"displayName": name.replace("__", "."), side: json.dumps(value), other: None}
+                for name, value in values.items()]
+
+    def revoke(self, resource_app_id: str, value: str, *, by: str = "alex@contoso.onmicrosoft.com",
+               at: dt.datetime | None = None, client_sp_id: str | None = None) -> None:
+        """An admin removes one application permission: the grant goes (when it is the ITDR app's), and Entra logs
+        "Remove app role assignment from service principal" whose only target is the *resource* service principal
+        (e.g. Microsoft Graph); the client is in `ServicePrincipal.ObjectID`, the permission in `AppRole.Value`.
+        `client_sp_id`: another app's service principal (the same removal, on someone else)."""
+        resource_name, app_roles = RESOURCE_APPS[resource_app_id]
+        roles = {name: role_id for name, role_id, _ in app_roles}
+        client = client_sp_id or self.sp_id
+        if client == self.sp_id:
+            self.app_role_assignments.remove((resource_app_id, roles[value]))
+        self._audit("Remove app role assignment from service principal", "ApplicationManagement", "Unassign", [{
+            "id": self.resource_sp_id(resource_app_id), "displayName": resource_name, "type": "ServicePrincipal",
+            "modifiedProperties": self._props(
+                True, AppRole__Id=roles[value], AppRole__Value=value, AppRole__DisplayName=value,
+                ServicePrincipal__ObjectID=client,
+                ServicePrincipal__DisplayName=self.sp_display_name if client == self.sp_id else "Another app",
+                ServicePrincipal__AppId=str(uuid.uuid5(uuid.UUID(client), "app")),
+            ),
+        }], by=by, at=at)
+
+    def remove_role(self, template_id: str, *, eligible: bool = False, by: str = "alex@contoso.onmicrosoft.com",
+                    at: dt.datetime | None = None) -> None:
+        """An admin removes a directory role from the app: "Remove member from role" (or, under PIM, "Remove
+        eligible member from role", logged by PIM) with the app's service principal as the target and the role in
+        `Role.DisplayName` / `Role.TemplateId` / `Role.ObjectID`."""
+        if template_id in self.directory_roles:
+            self.directory_roles.remove(template_id)
+        activity = "Remove eligible member from role" if eligible else "Remove member from role"
+        self._audit(activity, "RoleManagement", "Unassign", [{
+            "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
+            "modifiedProperties": self._props(
+                True, Role__ObjectID=_object_id(self.tenant_id, f"directory-role-{template_id}"),
+                Role__DisplayName=ENTRA_ROLES[template_id], Role__TemplateId=template_id,
+                Role__WellKnownObjectName=ENTRA_ROLES[template_id].replace(" ", ""),
+            ),
+        }], by=by, at=at, service="PIM" if eligible else "Core Directory")
+
+    def disable_sp(self, *, by: str = "alex@contoso.onmicrosoft.com", at: dt.datetime | None = None) -> None:
+        """An admin disables the app: "Update service principal", the SP as target, `AccountEnabled` [true] →
+        [false] (with `Included Updated Properties` naming it)."""
+        self.sp_enabled = False
+        self._audit("Update service principal", "ApplicationManagement", "Update", [{
+            "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
+            "modifiedProperties": [
+                {"displayName": "AccountEnabled", "oldValue": "[true]", "newValue": "[false]"},
+                {"displayName": "Included Updated Properties", "oldValue": None, "newValue": '"AccountEnabled"'},
+            ],
+        }], by=by, at=at)
+
+    def remove_delegated(self, resource_app_id: str, *, by: str = "alex@contoso.onmicrosoft.com",
+                         at: dt.datetime | None = None) -> None:
+        """An admin removes the app's delegated grant on a resource: "Remove delegated permission grant", the
+        resource SP as first target with `DelegatedPermissionGrant.Scope` and `ServicePrincipal.ObjectID`, the
+        client SP as second target."""
+        scope = next(s for app, s in self.delegated_grants if app == resource_app_id)
+        self.delegated_grants.remove((resource_app_id, scope))
+        self._audit("Remove delegated permission grant", "ApplicationManagement", "Unassign", [
+            {"id": self.resource_sp_id(resource_app_id), "displayName": RESOURCE_APPS[resource_app_id][0],
+             "type": "ServicePrincipal",
+             "modifiedProperties": self._props(True, DelegatedPermissionGrant__Scope=f" {scope} ",
+                                               DelegatedPermissionGrant__ClientId=self.sp_id,
+                                               ServicePrincipal__ObjectID=self.sp_id)},
+            {"id": self.sp_id, "displayName": None, "type": "ServicePrincipal", "modifiedProperties": []},
+        ], by=by, at=at)
+
+    def delete_sp(self, app_id: str = DEFAULT_TARGET_APP_ID, *, by: str = "alex@contoso.onmicrosoft.com",
+                  at: dt.datetime | None = None) -> None:
+        """An admin deletes the app's service principal: "Remove service principal", the SP as target, its
+        `AppPrincipalId` (the appId) among the properties [est: reference §1]."""
+        self.sp_exists = False
+        self._audit("Remove service principal", "ApplicationManagement", "Delete", [{
+            "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
+            "modifiedProperties": self._props(True, AccountEnabled=[True], AppPrincipalId=[app_id],
+                                              DisplayName=[self.sp_display_name]),
+        }], by=by, at=at)
 
     def grant_all(self, resource_app_id: str = GRAPH_APP_ID, *values: str) -> None:
         """Grant application permissions by name (e.g. "Directory.Read.All")."""
@@ -744,6 +823,7 @@ class FakeMicrosoft:
         self.target_app_id = target_app_id
         self.latency = latency  # seconds added to every HTTP request (not per batch sub-request)
         self.page_size = page_size  # split Graph/Exchange collections into pages of this size
+        self.audit_queries: list[str] = []  # every directoryAudits $filter asked, for tests of the query
         self.expires_in = expires_in
         self.expired_secret = False  # answer the right secret with AADSTS7000222
         self.tenants: dict[str, TenantScenario] = {}
@@ -1466,17 +1546,23 @@ class FakeMicrosoft:
     def _directory_audits(
         self, scenario: TenantScenario, ctx: str, path: str, query: Mapping[str, str], flt: str | None
     ) -> tuple[int, dict[str, str], Any]:
-        """`activityDateTime ge …`, `targetResources/any(t:t/id eq '…')`, joined by `and`, as Graph filters them."""
+        """`activityDateTime ge …`, `activityDisplayName eq '…'`, `targetResources/any(t:t/id eq '…')`, joined by
+        `and`, as Graph filters them (https://learn.microsoft.com/graph/api/directoryaudit-list)."""
         if scenario.audit_forbidden:
             return 403, {}, _graph_error("Authorization_RequestDenied",
                                          "Insufficient privileges to complete the operation.")
         items = list(scenario.audit_events)
+        self.audit_queries.append(flt or "")
         for clause in re.split(r"\s+and\s+", (flt or "").strip()) if flt else []:
             since = re.fullmatch(r"activityDateTime ge (\S+)", clause)
+            activity = re.fullmatch(r"activityDisplayName eq '((?:[^']|'')*)'", clause)
             target = re.fullmatch(r"targetResources/any\(t:\s*t/id eq '([^']*)'\)", clause)
             if since:
                 bound = since.group(1)
                 items = [i for i in items if i["activityDateTime"] >= bound]
+            elif activity:
+                name = activity.group(1).replace("''", "'")
+                items = [i for i in items if i["activityDisplayName"] == name]
             elif target:
                 items = [i for i in items if any(t["id"] == target.group(1) for t in i["targetResources"])]
             else:
