@@ -34,13 +34,23 @@ from bot.consent.service import is_satisfied
 from bot.consent.store import UnknownRequest
 from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
-from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish_now, queue_for, start_sweep
+from bot.drift.sweep import (
+    MAX_RESCHEDULES,
+    RESULT_TTL_SECONDS,
+    JobName,
+    PatientQueue,
+    PromptWorker,
+    finish_now,
+    queue_for,
+    start_sweep,
+)
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
+from bot.store import QUEUE_BLOCK_SECONDS, redis_fault
 from handlers.blocks.drift import digest_message, drift_message, revision_message
 from handlers.blocks.kit import Message
 from handlers.cards import NOT_IN_CHANNEL, update_card
@@ -252,7 +262,7 @@ async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
             return True
         except (RedisError, OSError) as exc:
             if not told:
-                log.warning("Redis is unreachable (%s): waiting for it before taking jobs", type(exc).__name__)
+                log.warning("Redis %s: waiting for it before taking jobs", redis_fault(exc))
                 told = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
@@ -261,7 +271,7 @@ async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
 
 
 def build_worker(
-    runtime: Runtime, queue: RedisQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
+    runtime: Runtime, queue: PatientQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
 ) -> Worker[Any]:
     settings = runtime.settings
     pacer = ChannelPacer(runtime.state.client, settings.redis_prefix)
@@ -276,12 +286,14 @@ def build_worker(
         if await wait_for_redis(runtime, stopping):
             await announce_revision(runtime, queue)
 
-    return Worker(
+    return PromptWorker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
                    (JobName.POST.value, post_message), (JobName.SWEEP.value, sweep),
                    (JobName.CONSENTS.value, poll_consents)],
         concurrency=settings.itdr_worker_concurrency,
+        # A bounded wait for a job, within the queue client's socket timeout: an idle worker is not an outage.
+        dequeue_timeout=QUEUE_BLOCK_SECONDS,
         cron_jobs=[
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
