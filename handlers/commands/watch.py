@@ -51,15 +51,19 @@ async def watch(
     now = datetime.now(UTC)
     tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name,
                            added_by=command["user_id"], added_at=now)
+    # Stored first, announced after: nothing is said in the channel that Redis did not record (a StateUnavailable
+    # here is told privately). The post is also the proof the bot may post there; without it the watch is undone.
+    new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
     confirmation = watch_confirmation(tenant, report.verdict, command["user_id"])
-    try:  # posting is also the proof the bot may post there, before anything is stored
+    try:
         await client.chat_postMessage(channel=channel, text=confirmation.text, blocks=confirmation.blocks)
     except SlackApiError as exc:
+        if new:
+            await drift.store.unwatch(tenant_id, channel)
         error = str(exc.response.get("error") or "error")
         await respond(**notice_message(NOT_IN_CHANNEL.get(error, f"I cannot post in that channel ({error}).")
-                                       + " Nothing is watched yet.").to_response())
+                                       + (" Nothing is watched yet." if new else "")).to_response())
         return
-    new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
     where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
     status = "now watches" if new else "already watched"
     await respond(**notice_message(f"{where[0].upper()}{where[1:]} {status} {tenant.label}: its verdict is "
