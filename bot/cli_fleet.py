@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.settings import Mode
+from catalog.words import counted
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -267,11 +268,6 @@ def _import(args: argparse.Namespace) -> int:
         print(f"Imported {counted(len(good), 'row')} ({counted(added, 'new subscription')}); "
               f"{counted(len(bad), 'bad row')} skipped.")
     return EXIT_OK if not bad else EXIT_FAIL
-
-
-def counted(n: int, noun: str) -> str:
-    """`1 row`, `3 rows`."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _is_guid(text: str) -> bool:

@@ -50,3 +50,25 @@ def test_settings_errors_are_plain_words(setting: str, value: str, said: str) ->
         load_settings(None, _env_file=None, **{setting: value})
     assert str(exc.value) == said
     assert "items after validation" not in str(exc.value)
+
+
+def test_a_skipped_test_says_why_in_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\n\n@pytest.mark.skipif(True, reason='../shared is not beside the checkout')\n"
+        "def test_needs_shared():\n    pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "no:xdist",
+                             "--rootdir", str(tmp_path), str(tmp_path / "test_skips.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert "SKIPPED [1]" in result.stdout and "../shared is not beside the checkout" in result.stdout, result.stdout
+
+
+def test_counts_agree_with_their_nouns() -> None:
+    from catalog import load_catalog
+    from catalog.words import counted
+    from handlers.blocks.drift import revision_message
+
+    assert [counted(n, "item") for n in (0, 1, 2)] == ["0 items", "1 item", "2 items"]
+    assert counted(1, "wave") == "1 wave" and counted(1, "round trip") == "1 round trip"
+    catalog = load_catalog()
+    message = revision_message(catalog.diff("v5", "v6"), catalog, lacking=1, watched=1)
+    assert "1 of 1 watched tenant lacks what it adds" in message.text

@@ -25,6 +25,7 @@ from redis.asyncio.client import Pipeline
 
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
 from bot.store import State
+from catalog.words import counted
 
 RETENTION = timedelta(days=30)  # an expired or closed request stays readable this long
 
@@ -191,8 +192,8 @@ class ConsentStore:
             pipe.zadd(self._due(), {request.id: request.expires_at.timestamp()})
             if request.tenant.domain:
                 pipe.set(self._alias(request.tenant.domain), request.tenant.id)
-            detail = f"{request.version}: {len(request.ask.asked)} items asked, {request.required_approvals} " \
-                     f"approval{'s' if request.required_approvals != 1 else ''} needed"
+            detail = (f"{request.version}: {counted(len(request.ask.asked), 'item')} asked, "
+                      f"{counted(request.required_approvals, 'approval')} needed")
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
 

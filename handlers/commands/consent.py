@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.consent.service import ConsentRefused, ConsentService
 from bot.microsoft.errors import InvalidTenant
 from bot.readiness.service import CheckRequest, ReadinessService
+from catalog.words import counted
 from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import audit_message
 from handlers.cards import CannotPost, post_card
@@ -74,7 +75,7 @@ async def open_request(
             await consent.publish(new, ts)
             await respond(**notice_message(
                 f"Posted the consent request for {new.tenant.label} ({new.version}) in this channel; it needs "
-                f"{new.required_approvals} approval{'s' if new.required_approvals != 1 else ''}.").to_response())
+                f"{counted(new.required_approvals, 'approval')}.").to_response())
             return
     assert existing is not None
     if existing.state.open:
