@@ -3,10 +3,13 @@ settings errors in plain words."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +75,21 @@ def test_counts_agree_with_their_nouns() -> None:
     catalog = load_catalog()
     message = revision_message(catalog.diff("v5", "v6"), catalog, lacking=1, watched=1)
     assert "1 of 1 watched tenant lacks what it adds" in message.text
+
+
+async def test_a_channel_named_in_watch_is_shown_as_a_channel_mention(
+    microsoft: Any, fake_slack: Any, serve_app: Callable[..., Any]
+) -> None:
+    from tests.fakes.slack_client import SlackSim
+    from tests.test_drift_slack import command, tenant
+    from tests.test_slack_check import microsoft_settings
+
+    running = serve_app(**microsoft_settings(microsoft))
+    slack = SlackSim(running.events_url, fake_slack)
+    try:
+        _, answer = await command(slack, fake_slack, f"watch {tenant(microsoft).tenant_id} <#C0OTHER|alerts>")
+    finally:
+        await slack.aclose()
+    assert answer is not None
+    shown = json.dumps(answer["blocks"])
+    assert "<#C0OTHER> now watches Contoso" in shown and "&lt;#C0OTHER&gt;" not in shown

@@ -187,5 +187,14 @@ def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Mess
                    blocks=[section(text, block_id=BlockId.BODY)])
 
 
+def watch_answer(tenant: WatchedTenant, verdict: Verdict, *, channel: str | None, new: bool) -> Message:
+    """The private answer to `/itdr watch`; another channel (a validated `C…` id) as a mention Slack links."""
+    status = "now watches" if new else "already watched"
+    rest = f"{status} {tenant.label}: its verdict is {verdict.value}."
+    where = "This channel" if channel is None else f"<#{channel}>"
+    return Message(text=f"{where} {rest}", blocks=[section(f"{where} {escape(rest)}", block_id=BlockId.BODY)])
+
+
 __all__ = ["closed_drift_message", "digest_message", "drift_message", "fleet_message", "revision_message",
-           "tenant_value", "verdict_title", "watch_confirmation", "watching_message"]
+           "tenant_value", "verdict_title", "watch_answer", "watch_confirmation",
+           "watching_message"]

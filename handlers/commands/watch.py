@@ -17,7 +17,7 @@ from bot.microsoft.http import Priority
 from bot.microsoft.tenant import parse_tenant
 from bot.readiness.service import ReadinessService
 from handlers.blocks.answers import notice_message
-from handlers.blocks.drift import fleet_message, watch_confirmation, watching_message
+from handlers.blocks.drift import fleet_message, watch_answer, watch_confirmation, watching_message
 from handlers.cards import NOT_IN_CHANNEL
 from handlers.payloads import AnswerRequest, parse_channel
 from handlers.router import prepare_check
@@ -64,10 +64,8 @@ async def watch(
         await respond(**notice_message(NOT_IN_CHANNEL.get(error, f"I cannot post in that channel ({error}).")
                                        + (" Nothing is watched yet." if new else "")).to_response())
         return
-    where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
-    status = "now watches" if new else "already watched"
-    await respond(**notice_message(f"{where[0].upper()}{where[1:]} {status} {tenant.label}: its verdict is "
-                                   f"{report.verdict.value}.").to_response())
+    await respond(**watch_answer(tenant, report.verdict, channel=None if channel == command["channel_id"] else channel,
+                                 new=new).to_response())
 
 
 async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, request: AnswerRequest) -> None:
