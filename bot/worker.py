@@ -53,7 +53,7 @@ from bot.settings import Mode, Settings
 from bot.store import QUEUE_BLOCK_SECONDS, redis_fault
 from handlers.blocks.drift import digest_message, drift_message, revision_message
 from handlers.blocks.kit import Message
-from handlers.cards import NOT_IN_CHANNEL, update_card
+from handlers.cards import NOT_IN_CHANNEL, tell_unfinished, update_card
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,8 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
     runtime = _runtime(ctx)
     consent = runtime.consent
     updated = 0
+    for attempt in await consent.unfinished_attempts():  # lost with their server: their "Preparing…" is told
+        await tell_unfinished(attempt, taken_over=False, session=runtime.http)
     for outcome in await consent.expire_due():
         await update_card(runtime.slack, consent, outcome.request)
         updated += 1

@@ -240,3 +240,34 @@ class ConsentStore:
             "actor": entry.actor,
             "detail": entry.detail,
         })
+
+    # --- attempts under way: a server killed mid-way leaves its "Preparing…" message a way forward ----------------
+
+    async def begin_attempt(self, attempt: str, due: datetime, *, forget_before: datetime) -> list[str]:
+        """Record an attempt under way until `due`; the attempts still recorded (forgetting those older than
+        `forget_before`, whose response_url Slack no longer takes)."""
+        key = self.state.key("consent", "preparing")
+        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", forget_before.timestamp())
+            pipe.zrange(key, 0, -1)
+            pipe.zadd(key, {attempt: due.timestamp()})
+            pipe.expire(key, 3600)
+            results = await pipe.execute()
+        return [_text(raw) for raw in results[1]]
+
+    async def take_attempts(self, attempts: list[str]) -> list[str]:
+        """Remove attempts, each for one caller only; those this caller removed."""
+        if not attempts:
+            return []
+        key = self.state.key("consent", "preparing")
+        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=False) as pipe:
+            for attempt in attempts:
+                pipe.zrem(key, attempt)
+            removed = await pipe.execute()
+        return [attempt for attempt, gone in zip(attempts, removed, strict=True) if gone]
+
+    async def overdue_attempts(self, now: datetime) -> list[str]:
+        async with self.state.guard("read the consent requests") as redis:
+            raws = cast(list[bytes], await redis.zrangebyscore(self.state.key("consent", "preparing"), "-inf",
+                                                               now.timestamp(), start=0, num=100))
+        return [_text(raw) for raw in raws]
