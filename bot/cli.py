@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -215,6 +216,9 @@ def cmd_audit(args: argparse.Namespace, catalog: Catalog) -> int:
     settings = settings_for(Mode.CLI)
     if settings is None:
         return EXIT_USAGE
+    if settings.redis_dsn is None:  # a throwaway Redis would answer "no consent activity", which is not true
+        return _usage_error(args, "REDIS_URL is not set: the consent audit trail lives in the Redis the bot "
+                                  "records it in.")
 
     async def read() -> list[AuditRecord]:
         async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:
@@ -237,10 +241,36 @@ def cmd_start(args: argparse.Namespace, catalog: Catalog) -> int:
     return start_main_job()
 
 
+DESCRIPTION = (
+    "Onboard Microsoft 365 tenants to Huntress Managed ITDR: explain, search and compare the vendor's permission "
+    "catalog (why, search, versions, diff, manifest); check what the ITDR app really has in a tenant (check); ask "
+    "approvers for consent in Slack or the console (`consent`, then audit); watch tenants for drift and sweep them "
+    "(watch, unwatch, tenants, fleet, sweep, worker); grant what a tenant lacks (fix) and diagnose a deployment "
+    "(doctor), where installed. `itdr help` lists the /itdr commands of Slack and the console."
+)
+
+
+def _conversation_help() -> str:
+    """The /itdr commands, as Slack's and the console's `help` lists them."""
+    from handlers.blocks.answers import HELP_LINES
+
+    width = max(len(usage) for usage, _ in HELP_LINES)
+    lines = [f"  {usage:<{width}}  {what.replace('`', '')}" for usage, what in HELP_LINES]
+    return ("In Slack (/itdr COMMAND) and in the console (`itdr console`, or `./run` without Slack tokens):\n"
+            + "\n".join(lines) + "\n\nOn the command line: `itdr --help`, and `itdr COMMAND --help` for one command.")
+
+
+def cmd_help(args: argparse.Namespace, catalog: Catalog) -> int:
+    print(_conversation_help())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="itdr",
-        description="Huntress Managed ITDR permissions: explain, search and compare the vendor's catalog.",
+        description=textwrap.fill(DESCRIPTION, 100),
+        epilog=_conversation_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -289,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", parents=[common], help="a tenant's consent audit trail, oldest first")
     audit.add_argument("tenant", help="tenant id (GUID) or a domain used in one of its consent requests")
     audit.set_defaults(handler=cmd_audit)
+
+    help_command = sub.add_parser("help", help="the /itdr commands of Slack and the console, as their help lists them")
+    help_command.set_defaults(handler=cmd_help)
 
     start = sub.add_parser(
         "start", help="run the bot (Slack tokens set) or the console (no tokens); what ./run does"

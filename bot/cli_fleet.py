@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.settings import Mode
+from catalog.words import counted
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -62,7 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bot.drift.sweep import queue_for, start_sweep
+    from bot.drift.sweep import queue_for, sweep_now
 
     async def work(runtime: Any) -> int:
         store = runtime.drift.store
@@ -71,28 +72,62 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(json.dumps(empty if args.wait else {"sweep": None}) if args.json else
                   "No tenant is watched: nothing to sweep. `itdr watch TENANT --channel C…` adds one.")
             return EXIT_OK
-        sweep = await start_sweep(queue_for(runtime.redis, runtime.settings), store, runtime.settings,
-                                  now=datetime.now(UTC))
+        start = await sweep_now(queue_for(runtime.redis, runtime.settings), store, runtime.settings,
+                                now=datetime.now(UTC), spread=args.spread)
+        sweep = start.id
         if not args.wait:
-            print(json.dumps({"sweep": sweep}) if args.json else f"Queued sweep {sweep}; `itdr worker` runs it.")
+            if args.json:
+                print(json.dumps({"sweep": sweep, "already_running": start.already_running}))
+            elif start.already_running:
+                print(f"A sweep is already running ({await _sweep_so_far(store, sweep)}); "
+                      "`itdr sweep --wait` waits for it.")
+            else:
+                print(f"Queued sweep {sweep}; `itdr worker` runs it.")
             return EXIT_OK
+        if start.already_running and not args.json:
+            print(f"A sweep is already running ({await _sweep_so_far(store, sweep)}): waiting for it.",
+                  file=sys.stderr)
+        live = not args.json and sys.stderr.isatty()  # progress for a person watching, nothing in a pipe or a log
+        shown = ""
         deadline = time.monotonic() + args.timeout
         while True:
             progress = await store.progress(sweep)
             if progress is not None and progress.done:
                 break
+            if live and progress is not None:
+                line = _progress_line(progress)
+                if line != shown:
+                    print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+                    shown = line
             if time.monotonic() > deadline:
+                if shown:
+                    print(file=sys.stderr)
                 print(f"itdr: the sweep did not finish within {args.timeout:g} s (is an `itdr worker` running?)",
                       file=sys.stderr)
                 return EXIT_FAIL
             await asyncio.sleep(0.5)
+        if shown:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
         data = progress.to_json()
         print(json.dumps(data) if args.json else
-              f"Sweep {sweep}: {data['checked']} of {data['tenants']} tenants checked, {data['changed']} changed, "
-              f"{data['notified']} notified, {data['unknown']} could not be read, in {data['duration_ms']} ms.")
+              f"Sweep {sweep}: {data['checked']} of {counted(data['tenants'], 'tenant')} checked, "
+              f"{data['changed']} changed, {data['notified']} notified, {data['unknown']} could not be read, "
+              f"in {data['duration_ms']} ms.")
         return EXIT_OK
 
     return int(_with_runtime(args, Mode.CLI, work))
+
+
+def _progress_line(progress: Any) -> str:
+    return f"Sweeping: {progress.checked}/{progress.tenants} checked, {progress.changed} changed so far"
+
+
+async def _sweep_so_far(store: Any, sweep: str) -> str:
+    progress = await store.progress(sweep)
+    if progress is None:
+        return f"sweep {sweep}"
+    return (f"sweep {sweep}, started {progress.started.strftime('%H:%M:%S')} UTC, {progress.checked} of "
+            f"{counted(progress.tenants, 'tenant')} checked")
 
 
 def _check_channel(channel: str) -> bool:
@@ -278,11 +313,6 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK if not counts["bad"] else EXIT_FAIL
 
 
-def counted(n: int, noun: str) -> str:
-    """`1 row`, `3 rows`."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _is_guid(text: str) -> bool:
     from bot.microsoft.tenant import is_guid
 
@@ -320,6 +350,16 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return int(_with_runtime(args, Mode.CLI, work))
 
 
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def add_commands(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     worker = subparsers.add_parser("worker", help="run a sweep worker (SAQ) on the shared Redis; run any number")
     worker.set_defaults(func=cmd_worker)
@@ -327,6 +367,9 @@ def add_commands(subparsers: argparse._SubParsersAction, common: argparse.Argume
     sweep = subparsers.add_parser("sweep", parents=[common], help="check every watched tenant now (workers run it)")
     sweep.add_argument("--wait", action="store_true", help="wait for the sweep to finish and print what it found")
     sweep.add_argument("--timeout", type=float, default=3600, help="seconds to wait at most (default 3600)")
+    sweep.add_argument("--spread", type=_seconds, default=0, metavar="SECONDS",
+                       help="spread the checks' starts over SECONDS (default 0: all start now; the scheduled sweep "
+                            "spreads over ITDR_SWEEP_SPREAD_SECONDS)")
     sweep.set_defaults(func=cmd_sweep)
 
     watch = subparsers.add_parser("watch", parents=[common], help="post drift of a tenant to a Slack channel")

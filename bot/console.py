@@ -69,6 +69,7 @@ _LINK = re.compile(r"<[@#!]?([^|>]+)(?:\|([^>]+))?>")
 _BOLD = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])")
 _ITALIC = re.compile(r"(?<![\w_])_(?!\s)([^_\n]+?)(?<!\s)_(?![\w_])")
 _EMOJI = re.compile(r":([a-z0-9_+-]+):")
+_CODE = re.compile(r"(`[^`\n]+`)")
 #: The shortcodes the app uses, as terminal symbols; any other shortcode is left as typed.
 EMOJI = {
     "warning": "⚠", "x": "✗", "white_check_mark": "✓", "heavy_check_mark": "✓", "no_entry": "⛔",
@@ -81,11 +82,20 @@ EMOJI = {
 
 def plain(mrkdwn: str, *, bold: bool = False) -> str:
     """Slack mrkdwn → terminal text: links and mentions read as text, *bold* (in ANSI bold on a terminal) and
-    _italic_ lose their markers, emoji shortcodes become symbols, entities are decoded."""
-    text = _LINK.sub(lambda m: m.group(2) or m.group(1), mrkdwn)
+    _italic_ lose their markers, emoji shortcodes become symbols, entities are decoded. A `code span` is literal,
+    as Slack shows it: its `*` and `_` stay (a diff's `Policy.ReadWrite.*, DeviceManagement*` keeps its wildcards)."""
+    parts = _CODE.split(mrkdwn)  # odd parts are code spans
+    return "".join(_decode(part) if index % 2 else _decode(_format(part, bold)) for index, part in enumerate(parts))
+
+
+def _format(text: str, bold: bool) -> str:
+    text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
     text = _BOLD.sub(lambda m: f"\033[1m{m.group(1)}\033[0m" if bold else m.group(1), text)
     text = _ITALIC.sub(lambda m: m.group(1), text)
-    text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+    return _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+
+
+def _decode(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 

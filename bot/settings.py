@@ -8,6 +8,7 @@ never a traceback and never the value (it may be a secret).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from enum import StrEnum
@@ -275,12 +276,29 @@ _EXPECTED = {
 }
 
 
+#: Bounds said in plain words ("ITDR_STATE_SECRET is too short: at least 16 characters"), not pydantic's
+#: "16 items after validation".
+_BOUNDS = {
+    "too_short": ("is too short", "at least {min_length} characters"),
+    "string_too_short": ("is too short", "at least {min_length} characters"),
+    "too_long": ("is too long", "at most {max_length} characters"),
+    "string_too_long": ("is too long", "at most {max_length} characters"),
+    "greater_than_equal": ("is too small", "at least {ge}"),
+    "greater_than": ("is too small", "more than {gt}"),
+    "less_than_equal": ("is too large", "at most {le}"),
+    "less_than": ("is too large", "less than {lt}"),
+}
+
+
 def _one_line(exc: ValidationError) -> str:
-    first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
+    first = exc.errors(include_input=False, include_url=False)[0]
     message = _EXPECTED.get(first["type"]) or str(first["msg"]).removeprefix("Value error, ")
     if not first.get("loc"):  # a rule across several variables already names them
         return message
     name = str(first["loc"][0]).upper()
+    if (bound := _BOUNDS.get(first["type"])) is not None:
+        with contextlib.suppress(KeyError, IndexError):
+            return f"{name} {bound[0]}: {bound[1].format(**first.get('ctx', {}))}"
     return f"{name} is malformed: {message[:1].lower()}{message[1:]}"
 
 

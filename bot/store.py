@@ -6,9 +6,9 @@
 * `State` fails **closed**: approvals, audit records, watched tenants, snapshots. A read or write that cannot be
   made raises `StateUnavailable`, whose message the user sees; nothing is silently skipped.
 
-Job queues (SAQ) get a third client from `RedisConnections.queue_client()`, with no socket timeout, because
-they block on Redis by design. Without `REDIS_URL` an `EmbeddedRedis` server runs as a child process that
-stops with this process, however it ends.
+Job queues (SAQ) get a third client from `RedisConnections.queue_client()`, whose socket timeout outlasts the
+queue's blocking waits (at most `QUEUE_BLOCK_SECONDS`). Without `REDIS_URL` an `EmbeddedRedis` server runs as a
+child process that stops with this process, however it ends.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, BusyLoadingError, ReadOnlyError, RedisError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,25 @@ DELIVERY_TTL_SECONDS = 3600
 CLICK_TTL_SECONDS = 600
 #: After a Redis failure, the cache skips Redis for this long instead of paying the timeout on every request.
 BREAKER_SECONDS = 5.0
+#: The longest a job queue's command blocks on Redis (a worker's wait for a job); the queue client's socket timeout
+#: is longer, so an idle wait is never taken for an outage (redis-py 8 defaults every client to 5 s).
+QUEUE_BLOCK_SECONDS = 10
+QUEUE_SOCKET_TIMEOUT_SECONDS = QUEUE_BLOCK_SECONDS + 10
+
+
+def redis_fault(exc: BaseException) -> str:
+    """What went wrong with Redis, in words for a log line after "Redis ": the cause, not just "unreachable"."""
+    if isinstance(exc, AuthenticationError) or "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+        return "authentication failed (check the password in REDIS_URL)"
+    if isinstance(exc, ReadOnlyError):
+        return "refuses writes (it is a read-only replica)"
+    if isinstance(exc, BusyLoadingError):
+        return "is still loading its data"
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return "did not answer in time"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return f"is unreachable ({exc})" if str(exc) else f"is unreachable ({type(exc).__name__})"
+    return f"failed ({type(exc).__name__}: {exc})"
 
 
 def pack(text: str) -> bytes:
@@ -274,10 +294,11 @@ class RedisConnections:
         self.state = State(self._state_client, prefix)
 
     def queue_client(self) -> aioredis.Redis:
-        """A client for job queues: no socket timeout (they block on BLMOVE), a bounded connect timeout."""
+        """A client for job queues: a socket timeout past their blocking waits, a bounded connect timeout."""
         if self._queue_client is None:
             self._queue_client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=5.0, health_check_interval=30, retry=Retry(NoBackoff(), 1),
+                self.url, socket_connect_timeout=5.0, socket_timeout=QUEUE_SOCKET_TIMEOUT_SECONDS,
+                socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1),
                 retry_on_error=[RedisConnectionError],
             )
         return self._queue_client

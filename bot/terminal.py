@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from bot.readiness.fix import Plan
 from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
 from catalog import Catalog, Diff, Item, Lookup, PurposeGroup, Revision, diff_layout
+from catalog.words import counted
 
 WIDTH = 100
 
@@ -190,8 +191,8 @@ def render_report(report: Report) -> str:
     passed = sum(1 for item in report.items if item.status is CheckStatus.passed)
     not_applicable = sum(1 for item in report.items if item.status is CheckStatus.not_applicable)
     lines.append("")
-    lines.append(f"{passed} passed, {not_applicable} not applicable; {report.round_trips} round trips in "
-                 f"{report.waves} waves, {report.duration_ms} ms.")
+    lines.append(f"{passed} passed, {not_applicable} not applicable; {counted(report.round_trips, 'round trip')} "
+                 f"in {counted(report.waves, 'wave')}, {report.duration_ms} ms.")
     return "\n".join(lines)
 
 

@@ -39,6 +39,8 @@ from bot.drift.sweep import (
     RESULT_TTL_SECONDS,
     SUMMARY_TIMEOUT_SECONDS,
     JobName,
+    PatientQueue,
+    PromptWorker,
     finish_now,
     queue_for,
     start_sweep,
@@ -50,10 +52,11 @@ from bot.readiness.fix_service import FIX_RECHECK_JOB
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
+from bot.store import QUEUE_BLOCK_SECONDS, redis_fault
 from bot.worker_fix import fix_recheck
 from handlers.blocks.drift import digest_message, drift_message, revision_message
 from handlers.blocks.kit import Message
-from handlers.cards import NOT_IN_CHANNEL, update_card
+from handlers.cards import NOT_IN_CHANNEL, tell_unfinished, update_card
 from handlers.plans import mark_consented
 
 log = logging.getLogger(__name__)
@@ -211,6 +214,8 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
     runtime = _runtime(ctx)
     consent = runtime.consent
     updated = 0
+    for attempt in await consent.unfinished_attempts():  # lost with their server: their "Preparing…" is told
+        await tell_unfinished(attempt, taken_over=False, session=runtime.http)
     for outcome in await consent.expire_due():
         await update_card(runtime.slack, consent, outcome.request)
         updated += 1
@@ -265,7 +270,7 @@ async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
             return True
         except (RedisError, OSError) as exc:
             if not told:
-                log.warning("Redis is unreachable (%s): waiting for it before taking jobs", type(exc).__name__)
+                log.warning("Redis %s: waiting for it before taking jobs", redis_fault(exc))
                 told = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
@@ -274,7 +279,7 @@ async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
 
 
 def build_worker(
-    runtime: Runtime, queue: RedisQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
+    runtime: Runtime, queue: PatientQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
 ) -> Worker[Any]:
     settings = runtime.settings
     pacer = ChannelPacer(runtime.state.client, settings.redis_prefix)
@@ -289,13 +294,15 @@ def build_worker(
         if await wait_for_redis(runtime, stopping):
             await announce_revision(runtime, queue)
 
-    return Worker(
+    return PromptWorker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
                    (JobName.POST.value, post_message), (JobName.SWEEP.value, sweep),
                    (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck),
                    (JobName.SUMMARY.value, summarise_fleet)],
         concurrency=settings.itdr_worker_concurrency,
+        # A bounded wait for a job, within the queue client's socket timeout: an idle worker is not an outage.
+        dequeue_timeout=QUEUE_BLOCK_SECONDS,
         cron_jobs=[
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),

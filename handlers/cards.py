@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.consent.model import ConsentRequest
-from bot.consent.service import ConsentService
+from bot.consent.service import Attempt, ConsentService
+from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import card
 
 log = logging.getLogger(__name__)
@@ -55,3 +58,16 @@ async def update_card(client: AsyncWebClient, service: ConsentService, request: 
     except SlackApiError as exc:
         log.warning("could not update the consent card of request %s: %s", request.id,
                     exc.response.get("error"))
+
+
+async def tell_unfinished(attempt: Attempt, *, taken_over: bool, session: aiohttp.ClientSession | None = None) -> None:
+    """Replace the "Preparing…" message of an attempt lost with its server, so its user knows where things stand."""
+    ask = f"/itdr consent {attempt.tenant} {attempt.version}"
+    text = (f"This attempt to prepare the consent request for {attempt.tenant} ({attempt.version}) did not finish: "
+            "the bot stopped mid-way. " + ("A newer attempt took over; its answer follows." if taken_over else
+                                           f"Ask again with `{ask}`."))
+    try:
+        await AsyncWebhookClient(url=attempt.response_url, session=session).send_dict(
+            notice_message(text).to_response(replace_original=True))
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the user may still ask again: worth a line, not a failure
+        log.info("could not tell an unfinished consent attempt (%s)", type(exc).__name__)

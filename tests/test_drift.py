@@ -242,7 +242,7 @@ async def test_a_revision_is_announced_once_across_workers_and_restarts(
         await second.settled()
     posts = fleet.posts("C0REV")
     (announcement,) = [p for p in posts if "new revision" in text_of(p).lower()]
-    assert "v6" in announcement["text"] and "1 of 1 watched tenants lack" in announcement["text"]
+    assert "v6" in announcement["text"] and "1 of 1 watched tenant lacks" in announcement["text"]
     async with running_worker(settings, microsoft, fake_slack) as again:
         await again.settled()
     assert len([p for p in fleet.posts("C0REV") if "new revision" in text_of(p).lower()]) == 1

@@ -90,6 +90,7 @@ def test_a_disabled_app_blocks() -> None:
     report = evaluate(replace(full_snapshot(), service_principal=Reading(sp)), catalog, "v6", remedies)
     assert report.verdict is Verdict.blocked
     assert "disabled" in report.items[0].detail
+    assert report.satisfied_version is None, "a disabled app satisfies no revision, whatever it was granted"
 
 
 def test_missing_active_permission_blocks_and_says_what_breaks() -> None:

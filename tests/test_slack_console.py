@@ -51,6 +51,15 @@ def test_mrkdwn_reads_as_terminal_text():
     assert plain("Policy.ReadWrite.* and User.*") == "Policy.ReadWrite.* and User.*"  # names keep their stars
 
 
+def test_code_spans_are_literal():
+    from bot.console import plain
+
+    # A diff's wildcards: outside a code span the two stars would read as bold and vanish.
+    assert plain("*Added:* `Policy.ReadWrite.*, DeviceManagement*` and `snake_case_name`", bold=True) == (
+        "\033[1mAdded:\033[0m `Policy.ReadWrite.*, DeviceManagement*` and `snake_case_name`")
+    assert plain("`a &lt;b&gt;` <@U111>") == "`a <b>` U111"
+
+
 async def test_answers_carry_no_raw_mrkdwn(redis_url, redis_prefix, slack_env):
     text = await run_lines(["why Mail.ReadWrite", "check not_a_tenant"], redis_url, redis_prefix)
     assert "*Status:*" not in text and ":warning:" not in text

@@ -6,10 +6,11 @@ the Slack surface (listeners, the callback page, the worker) renders cards from 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.consent import model
 from bot.consent.model import Ask, ConsentRequest, ConsentState, Outcome, TenantRef
@@ -21,6 +22,31 @@ from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolv
 from bot.settings import Settings
 from bot.store import Cache, Epoch
 from catalog import Catalog
+
+#: An attempt not finished this long past the check's deadline was lost with its server.
+ATTEMPT_GRACE_SECONDS = 60
+#: Slack takes answers on a response_url for 30 minutes (https://api.slack.com/interactivity/handling#message_responses).
+RESPONSE_URL_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A consent request being prepared: who asked, and where their "Preparing…" message can be answered."""
+
+    tenant: str
+    version: str
+    user: str
+    response_url: str
+    started: str
+
+    def to_member(self) -> str:
+        return json.dumps([self.tenant, self.version, self.user, self.response_url, self.started])
+
+    @classmethod
+    def from_member(cls, member: str) -> Attempt:
+        tenant, version, user, response_url, started = json.loads(member)
+        return cls(tenant, version, user, response_url, started)
+
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +233,30 @@ class ConsentService:
 
     async def release(self, request: ConsentRequest) -> None:
         await self.store.release(request)
+
+    # --- attempts under way ---------------------------------------------------------------------------
+
+    async def begin_attempt(self, check: CheckRequest, user: str, response_url: str) -> tuple[Attempt, list[Attempt]]:
+        """Record that `user` is preparing a request (its "Preparing…" message at `response_url`); the earlier
+        attempts for the same tenant and revision that never finished (their server was killed), now taken over."""
+        now = model.now_utc()
+        attempt = Attempt(tenant=check.tenant.value, version=check.version, user=user, response_url=response_url,
+                          started=now.isoformat())
+        due = now + timedelta(seconds=self.settings.itdr_check_deadline_seconds + ATTEMPT_GRACE_SECONDS)
+        recorded = await self.store.begin_attempt(attempt.to_member(), due,
+                                                  forget_before=now - timedelta(seconds=RESPONSE_URL_SECONDS))
+        earlier = [a for a in map(Attempt.from_member, recorded)
+                   if (a.tenant, a.version) == (attempt.tenant, attempt.version)]
+        taken = set(await self.store.take_attempts([a.to_member() for a in earlier]))
+        return attempt, [a for a in earlier if a.to_member() in taken]
+
+    async def end_attempt(self, attempt: Attempt) -> None:
+        await self.store.take_attempts([attempt.to_member()])
+
+    async def unfinished_attempts(self) -> list[Attempt]:
+        """Attempts past their time (their server stopped mid-way), each returned to one caller only."""
+        overdue = await self.store.overdue_attempts(model.now_utc())
+        return [Attempt.from_member(member) for member in await self.store.take_attempts(overdue)]
 
     # --- deciding ----------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from redis.asyncio.client import Pipeline
 
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
 from bot.store import Epoch, State
+from catalog.words import counted
 
 RETENTION = timedelta(days=30)  # an expired or closed request stays readable this long
 APPROVED_TTL = timedelta(days=400)  # "last approved revision" outlives a year of quiet, not forever
@@ -214,8 +215,8 @@ class ConsentStore:
             pipe.zadd(self._due(), {request.id: request.expires_at.timestamp()})
             if request.tenant.domain:
                 pipe.set(self._alias(request.tenant.domain), request.tenant.id, exat=keep)
-            detail = f"{request.version}: {len(request.ask.asked)} items asked, {request.required_approvals} " \
-                     f"approval{'s' if request.required_approvals != 1 else ''} needed"
+            detail = (f"{request.version}: {counted(len(request.ask.asked), 'item')} asked, "
+                      f"{counted(request.required_approvals, 'approval')} needed")
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
 
@@ -283,3 +284,34 @@ class ConsentStore:
             "actor": entry.actor,
             "detail": entry.detail,
         }, maxlen=AUDIT_MAX_ENTRIES, approximate=True)
+
+    # --- attempts under way: a server killed mid-way leaves its "Preparing…" message a way forward ----------------
+
+    async def begin_attempt(self, attempt: str, due: datetime, *, forget_before: datetime) -> list[str]:
+        """Record an attempt under way until `due`; the attempts still recorded (forgetting those older than
+        `forget_before`, whose response_url Slack no longer takes)."""
+        key = self.state.key("consent", "preparing")
+        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", forget_before.timestamp())
+            pipe.zrange(key, 0, -1)
+            pipe.zadd(key, {attempt: due.timestamp()})
+            pipe.expire(key, 3600)
+            results = await pipe.execute()
+        return [_text(raw) for raw in results[1]]
+
+    async def take_attempts(self, attempts: list[str]) -> list[str]:
+        """Remove attempts, each for one caller only; those this caller removed."""
+        if not attempts:
+            return []
+        key = self.state.key("consent", "preparing")
+        async with self.state.guard("record the consent request") as redis, redis.pipeline(transaction=False) as pipe:
+            for attempt in attempts:
+                pipe.zrem(key, attempt)
+            removed = await pipe.execute()
+        return [attempt for attempt, gone in zip(attempts, removed, strict=True) if gone]
+
+    async def overdue_attempts(self, now: datetime) -> list[str]:
+        async with self.state.guard("read the consent requests") as redis:
+            raws = cast(list[bytes], await redis.zrangebyscore(self.state.key("consent", "preparing"), "-inf",
+                                                               now.timestamp(), start=0, num=100))
+        return [_text(raw) for raw in raws]

@@ -15,18 +15,19 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
-from saq import Job
+from saq import Job, Worker
 from saq.queue.redis import RedisQueue
 from saq.types import WorkerInfo
 
 from bot.drift.store import DriftStore
 from bot.settings import Settings
-from bot.store import RedisConnections
+from bot.store import RedisConnections, redis_fault
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +96,8 @@ class PatientQueue(RedisQueue):
         super().__init__(*args, **kwargs)
         self._down_since: float | None = None
         self._delay = 0.5
+        #: The worker's tasks waiting for a job right now: nothing to finish, so a stopping worker cancels them.
+        self.waiting: set[asyncio.Task[Any]] = set()
         # SAQ's `sweep` registers its script on first use unless one is there: this one (same keys and result).
         self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
 
@@ -104,7 +107,7 @@ class PatientQueue(RedisQueue):
         except (RedisError, OSError) as exc:
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                log.warning("Redis is unreachable (%s): the worker waits and retries", type(exc).__name__)
+                log.warning("Redis %s: the worker waits and retries", redis_fault(exc))
             await asyncio.sleep(self._delay * (0.5 + random.random()))
             self._delay = min(self._delay * 2, 30.0)
             return default
@@ -114,7 +117,13 @@ class PatientQueue(RedisQueue):
         return result
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109
-        return await self._patiently(super().dequeue(timeout, poll_interval), None)
+        task = asyncio.current_task()
+        if task is not None:
+            self.waiting.add(task)
+        try:
+            return await self._patiently(super().dequeue(timeout, poll_interval), None)
+        finally:
+            self.waiting.discard(task)
 
     async def schedule(self, lock: int = 1) -> list[str]:
         return await self._patiently(super().schedule(lock), [])
@@ -126,7 +135,29 @@ class PatientQueue(RedisQueue):
         await self._patiently(super().write_worker_info(worker_id, info, ttl), None)
 
 
-def queue_for(redis: RedisConnections, settings: Settings) -> RedisQueue:
+class PromptWorker(Worker[Any]):
+    """SAQ's worker, stopping at once when idle: on SIGTERM SAQ waits the whole grace period for every task, its
+    upkeep loops asleep and its waits for a job too, then warns that "some tasks did not finish". Those have nothing
+    to finish: they are cancelled first, and the grace period is left to the jobs that run. (A job moved by a
+    cancelled wait in the instant it ended stays `queued` in the active list: the sweep of lost jobs requeues it.)"""
+
+    def __init__(self, queue: PatientQueue, *args: Any, **kwargs: Any) -> None:
+        super().__init__(queue, *args, **kwargs)
+        self._patient = queue
+        self._upkeep: list[asyncio.Task[None]] = []
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        self._upkeep = await super().upkeep()
+        return self._upkeep
+
+    async def stop(self) -> None:
+        self.event.set()
+        for task in [*self._upkeep, *self._patient.waiting]:
+            task.cancel()
+        await super().stop()
+
+
+def queue_for(redis: RedisConnections, settings: Settings) -> PatientQueue:
     """The job queue, on its own Redis client (SAQ blocks on Redis; the state client has short timeouts)."""
     return PatientQueue(redis.queue_client(), name=f"{settings.redis_prefix}jobs")
 
@@ -139,12 +170,14 @@ def _offset(tenant: str, sweep: str, spread: int) -> int:
     return int.from_bytes(digest[:4], "big") % spread
 
 
-async def start_sweep(queue: RedisQueue, store: DriftStore, settings: Settings, *, now: datetime) -> str:
-    """Queue a check of every watched tenant; the sweep's id."""
+async def start_sweep(queue: RedisQueue, store: DriftStore, settings: Settings, *, now: datetime,
+                      spread: int | None = None) -> str:
+    """Queue a check of every watched tenant, their starts spread over `spread` seconds (by default
+    ITDR_SWEEP_SPREAD_SECONDS, for the scheduled sweep); the sweep's id."""
     tenants = await store.tenant_ids()
     sweep = f"{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     await store.start_sweep(sweep, len(tenants), now)
-    spread = settings.itdr_sweep_spread_seconds
+    spread = settings.itdr_sweep_spread_seconds if spread is None else spread
     start = int(now.timestamp())
     queued = 0
     for tenant in tenants:
@@ -163,6 +196,47 @@ async def start_sweep(queue: RedisQueue, store: DriftStore, settings: Settings, 
     if queued == 0:
         await finish_now(queue, sweep)
     return sweep
+
+
+@dataclass(frozen=True)
+class SweepStart:
+    id: str
+    already_running: bool  # another sweep was under way: this is that one, nothing new was queued
+
+
+#: Two people starting a sweep at the same moment: the second waits this long at most for the first one's id.
+_STARTING_SECONDS = 30
+
+
+async def sweep_now(queue: RedisQueue, store: DriftStore, settings: Settings, *, now: datetime,
+                    spread: int = 0) -> SweepStart:
+    """A sweep a person asked for: it starts at once (unless `spread`), or, when a sweep is already under way, that
+    one (a second sweep would find every tenant's check still queued and count none of them)."""
+    if (running := await running_sweep(store, settings, now)) is not None:
+        return SweepStart(running, already_running=True)
+    claimed = await store.claim("sweep-starting", _STARTING_SECONDS)
+    if not claimed:  # someone is starting one this very moment: theirs, once its id is recorded
+        deadline = time.monotonic() + _STARTING_SECONDS
+        while time.monotonic() < deadline:
+            if (running := await running_sweep(store, settings, now)) is not None:
+                return SweepStart(running, already_running=True)
+            await asyncio.sleep(0.1)
+    try:
+        return SweepStart(await start_sweep(queue, store, settings, now=now, spread=spread), already_running=False)
+    finally:
+        if claimed:
+            await store.release("sweep-starting")
+
+
+async def running_sweep(store: DriftStore, settings: Settings, now: datetime) -> str | None:
+    """The sweep under way, if any: the last one, unfinished, and not past the time its fallback finish would have
+    run had any worker been there."""
+    last = await store.last_sweep()
+    progress = await store.progress(last) if last else None
+    if progress is None or progress.done:
+        return None
+    longest = settings.itdr_sweep_spread_seconds + FINISH_GRACE_SECONDS + settings.itdr_job_timeout_seconds
+    return progress.id if (now - progress.started).total_seconds() < longest else None
 
 
 async def finish_now(queue: RedisQueue, sweep: str) -> None:

@@ -234,7 +234,8 @@ def evaluate(
     return Report(
         tenant=snapshot.tenant,
         catalog_version=revision.version,
-        satisfied_version=_satisfied_version(plan, facts, cpv_mode),
+        # A disabled (or absent) app gets no token: its grants satisfy nothing until it is enabled.
+        satisfied_version=_satisfied_version(plan, facts, cpv_mode) if sp is not None and sp.enabled else None,
         verdict=verdict,
         items=items,
         retry_after=snapshot.retry_after,

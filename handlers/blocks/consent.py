@@ -14,6 +14,7 @@ from typing import Any
 from bot.consent.model import ConsentRequest, ConsentState
 from bot.consent.store import AuditRecord
 from catalog import API_LABELS, PRIVILEGE_LABELS, Catalog, Item, Privilege, group_by_purpose
+from catalog.words import counted
 from handlers.blocks.kit import (
     MAX_VIEW_BLOCKS,
     Block,
@@ -164,7 +165,8 @@ def card(request: ConsentRequest, catalog: Catalog, *, value: str, consent_url: 
         blocks.append(actions(elements, f"{BlockId.CONSENT_ACTIONS}-{state}"))
     blocks.append(context(f"Request `{request.id}` · `/itdr audit {escape(request.tenant.id)}` shows its trail"))
     title = STATE_TITLES[request.state].split(" ", 1)[1]
-    text = (f"{title}: {escape(request.tenant.label)}, {request.version}, {len(request.ask.asked)} items asked, "
+    text = (f"{title}: {escape(request.tenant.label)}, {request.version}, "
+            f"{counted(len(request.ask.asked), 'item')} asked, "
             f"requested by <@{request.requester}>.")
     return Message(text=text, blocks=blocks)
 

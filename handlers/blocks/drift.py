@@ -15,6 +15,7 @@ from bot.drift.model import Change, ChangeKind, ItemChange, Snapshot
 from bot.drift.store import WatchedTenant
 from bot.readiness.model import VERDICT_TEXT, Verdict
 from catalog import Catalog, Diff
+from catalog.words import counted
 from handlers.blocks.answers import diff_message
 from handlers.blocks.check import VERDICT_EMOJI, verdict_title
 from handlers.blocks.consent import slack_date
@@ -129,11 +130,11 @@ def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
         lines.append(f"• *Back* `{escape(name)}` in {len(tenants)}: {escape(', '.join(sorted(tenants)))}")
     if unknown:
         lines.append(f"• *Could not be checked twice in a row* ({len(unknown)}): {escape(', '.join(sorted(unknown)))}")
-    blocks: list[Block] = [header(f":rotating_light: Drift in {len(changes)} tenants", BlockId.HEADER)]
+    blocks: list[Block] = [header(f":rotating_light: Drift in {counted(len(changes), 'tenant')}", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
     blocks.append(context("One digest instead of one message per tenant · `/itdr watching` lists them all · "
                           "`/itdr check TENANT` for details"))
-    text = f"Drift in {len(changes)} tenants: " + escape(", ".join(sorted(c.label for c in changes)))
+    text = f"Drift in {counted(len(changes), 'tenant')}: " + escape(", ".join(sorted(c.label for c in changes)))
     return Message(text=text[:3000], blocks=blocks)
 
 
@@ -143,10 +144,11 @@ def revision_message(diff: Diff, catalog: Catalog, *, lacking: int, watched: int
                           notes=catalog.revision(diff.to_version).notes, shared_by=None)
     blocks = [b for b in answer.blocks if b.get("type") != "actions"]
     blocks.insert(0, section(f":mega: *A new revision of the ITDR permission document: {diff.to_version}.* "
-                             f"{lacking} of {watched} watched tenants lack what it adds; a sweep is checking them "
+                             f"{lacking} of {counted(watched, 'watched tenant')} {'lacks' if lacking == 1 else 'lack'} "
+                             "what it adds; a sweep is checking them "
                              "now.", block_id=BlockId.REVISION))
-    return Message(text=f"New ITDR revision {diff.to_version}: {lacking} of {watched} watched tenants lack what it "
-                        f"adds. {answer.text}"[:3000], blocks=blocks[:50])
+    return Message(text=f"New ITDR revision {diff.to_version}: {lacking} of {counted(watched, 'watched tenant')} "
+                        f"{'lacks' if lacking == 1 else 'lack'} what it adds. {answer.text}"[:3000], blocks=blocks[:50])
 
 
 def _names_line(title: str, names: Names) -> str:
@@ -211,5 +213,14 @@ def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Mess
                    blocks=[section(text, block_id=BlockId.BODY)])
 
 
+def watch_answer(tenant: WatchedTenant, verdict: Verdict, *, channel: str | None, new: bool) -> Message:
+    """The private answer to `/itdr watch`; another channel (a validated `C…` id) as a mention Slack links."""
+    status = "now watches" if new else "already watched"
+    rest = f"{status} {tenant.label}: its verdict is {verdict.value}."
+    where = "This channel" if channel is None else f"<#{channel}>"
+    return Message(text=f"{where} {escape(rest)}", blocks=[section(f"{where} {escape(rest)}", block_id=BlockId.BODY)])
+
+
 __all__ = ["closed_drift_message", "digest_message", "drift_message", "fleet_message", "revision_message",
-           "tenant_value", "verdict_title", "watch_confirmation", "watching_message"]
+           "tenant_value", "verdict_title", "watch_answer", "watch_confirmation",
+           "watching_message"]

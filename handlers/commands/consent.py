@@ -12,10 +12,11 @@ from bot.consent.model import ConsentRequest
 from bot.consent.service import ConsentRefused, ConsentService
 from bot.microsoft.errors import InvalidTenant
 from bot.readiness.service import CheckRequest, ReadinessService
+from catalog.words import counted
 from handlers.blocks.answers import mrkdwn_notice, notice_message
 from handlers.blocks.consent import audit_message
 from handlers.blocks.kit import escape
-from handlers.cards import CannotPost, post_card
+from handlers.cards import CannotPost, post_card, tell_unfinished
 from handlers.payloads import AnswerRequest
 from handlers.router import prepare_check
 
@@ -46,7 +47,15 @@ async def request_consent(
         return
     await ack(**notice_message(f":hourglass_flowing_sand: Preparing the consent request for `{check.tenant.value}` "
                                f"({check.version}): checking what the tenant has…").to_ack())
-    await open_request(respond, client, consent, check, command["user_id"], command["channel_id"])
+    # Recorded while under way: if this server dies mid-way, the next attempt (or a worker, after a while) replaces
+    # the "Preparing…" message instead of leaving it there for ever.
+    attempt, unfinished = await consent.begin_attempt(check, command["user_id"], command["response_url"])
+    for earlier in unfinished:
+        await tell_unfinished(earlier, taken_over=True)
+    try:
+        await open_request(respond, client, consent, check, command["user_id"], command["channel_id"])
+    finally:
+        await consent.end_attempt(attempt)
 
 
 async def open_request(
@@ -80,7 +89,7 @@ async def open_request(
             await consent.publish(new, ts)
             await respond(**mrkdwn_notice(
                 f"Posted the consent request for {escape(new.tenant.label)} ({new.version}) in this channel; it needs "
-                f"{new.required_approvals} approval{'s' if new.required_approvals != 1 else ''}.").to_response())
+                f"{counted(new.required_approvals, 'approval')}.").to_response())
             return
     assert existing is not None
     if existing.state.open:

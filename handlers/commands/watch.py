@@ -16,9 +16,8 @@ from bot.microsoft.errors import InvalidTenant
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import parse_tenant
 from bot.readiness.service import ReadinessService
-from handlers.blocks.answers import mrkdwn_notice, notice_message
-from handlers.blocks.drift import fleet_message, watch_confirmation, watching_message
-from handlers.blocks.kit import escape
+from handlers.blocks.answers import notice_message
+from handlers.blocks.drift import fleet_message, watch_answer, watch_confirmation, watching_message
 from handlers.cards import NOT_IN_CHANNEL
 from handlers.payloads import AnswerRequest, parse_channel
 from handlers.router import prepare_check
@@ -52,19 +51,21 @@ async def watch(
     now = datetime.now(UTC)
     tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name,
                            added_by=command["user_id"], added_at=now)
+    # Stored first, announced after: nothing is said in the channel that Redis did not record (a StateUnavailable
+    # here is told privately). The post is also the proof the bot may post there; without it the watch is undone.
+    new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
     confirmation = watch_confirmation(tenant, report.verdict, command["user_id"])
-    try:  # posting is also the proof the bot may post there, before anything is stored
+    try:
         await client.chat_postMessage(channel=channel, text=confirmation.text, blocks=confirmation.blocks)
     except SlackApiError as exc:
+        if new:
+            await drift.store.unwatch(tenant_id, channel)
         error = str(exc.response.get("error") or "error")
         await respond(**notice_message(NOT_IN_CHANNEL.get(error, f"I cannot post in that channel ({error}).")
-                                       + " Nothing is watched yet.").to_response())
+                                       + (" Nothing is watched yet." if new else "")).to_response())
         return
-    new = await drift.watch(tenant_id, report, channel, command["user_id"], now=now)
-    where = "this channel" if channel == command["channel_id"] else f"<#{channel}>"
-    status = "now watches" if new else "already watched"
-    await respond(**mrkdwn_notice(f"{where[0].upper()}{where[1:]} {status} {escape(tenant.label)}: its verdict is "
-                                  f"{report.verdict.value}.").to_response())
+    await respond(**watch_answer(tenant, report.verdict, channel=None if channel == command["channel_id"] else channel,
+                                 new=new).to_response())
 
 
 async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, request: AnswerRequest) -> None:
