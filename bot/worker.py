@@ -117,13 +117,13 @@ async def check_tenant(ctx: dict[str, Any], *, tenant: str, sweep: str | None = 
         log.info("tenant %s throttled: checking again in %.0f s (attempt %d)", tenant, report.retry_after,
                  job.attempts)
         raise Rescheduled(tenant)
-    change = await runtime.drift.observe(tenant, report, now=datetime.now(UTC), sweep=sweep)
+    now = datetime.now(UTC)
+    if sweep is None:
+        change = await runtime.drift.observe(tenant, report, now=now)
+    else:  # counted for the sweep only with its change's actor recorded (or why it could not be read)
+        change = await runtime.drift.record(tenant, report, now=now, sweep=sweep)
     if not is_guid(tenant) or (change is not None and change.kind is ChangeKind.baseline):
         await runtime.drift.store.settle(tenant, report.tenant)  # imported by domain, or first read: name and GUID
-    if change is not None and change.drifted:
-        who = await runtime.drift.who(change, report.app_object_id)
-        if who is not None and sweep is not None:
-            await runtime.drift.store.save_who(sweep, tenant, who)
     if sweep is not None:
         progress = await runtime.drift.store.progress(sweep)
         if progress is not None and not progress.done and progress.checked >= progress.tenants:

@@ -168,6 +168,30 @@ async def test_a_tenant_imported_by_domain_is_notified_and_is_one_tenant_with_it
         assert message["text"].startswith("Drift: Fabrikam")
 
 
+async def test_the_actor_is_named_though_the_audit_answers_after_the_other_tenants_finished(fleet: Fleet) -> None:
+    """Issue 17: the sweep's last tenant must not start the announcement while a drifted tenant's directory audit
+    is still being read; the message names the actor every time, for a tenant watched by domain too."""
+    quiet = [fleet.tenant(name=f"Quiet {n}") for n in range(4)]
+    for scenario in quiet:
+        await fleet.watch(scenario, "C0SLOWAUDIT")
+    drifted = fleet.tenant(name="Slowaudit")
+    store = fleet.runtime.drift.store
+    imported = WatchedTenant(id=drifted.domains[0], domain=drifted.domains[0], added_by="itdr import",
+                             added_at=datetime.now(UTC))
+    await store.watch_many([(imported, "C0SLOWAUDIT")])
+    await fleet.sweep()  # the baseline files the domain under its GUID
+    drifted.revoke(GRAPH_APP_ID, "AuditLog.Read.All", by="mallory@slowaudit.onmicrosoft.com")
+    fleet.microsoft.audit_delay = 2.0
+    try:
+        result = await fleet.sweep()
+    finally:
+        fleet.microsoft.audit_delay = 0.0
+    assert result["changed"] == 1 and result["notified"] == 1
+    (message,) = fleet.posts("C0SLOWAUDIT")
+    assert message["text"].startswith("Drift: Slowaudit")
+    assert "mallory@slowaudit.onmicrosoft.com" in text_of(message)
+
+
 async def test_when_the_audit_cannot_be_read_it_says_so_and_still_notifies(fleet: Fleet) -> None:
     scenario = fleet.tenant(name="Northwind")
     await fleet.watch(scenario, "C0NOAUDIT")

@@ -188,7 +188,8 @@ async def test_consent_verified_through_the_workflow_marks_the_plans_consent_ste
     from handlers.blocks.fix import plan_message
     from handlers.cards import post_card
 
-    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_approvers="U222")
+    settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_approvers="U222",
+                              itdr_state_secret="fix-test-state-secret-0123")
     async with running_worker(settings, microsoft, fake_slack) as fleet:
         scenario = microsoft.add_tenant(complete_scenario("v5"))  # lacks what v6 adds: consent is step 1
         runtime = fleet.runtime
@@ -234,7 +235,8 @@ async def test_re_check_now_never_marks_steps_from_a_failed_read(
 async def test_start_consent_on_a_plan_opens_the_consent_workflows_card(
     fake_slack: FakeSlack, microsoft: FakeMicrosoft, serve_app: Callable[..., Any]
 ) -> None:
-    running = serve_app(**microsoft_settings(microsoft), itdr_approvers="U222")
+    running = serve_app(**microsoft_settings(microsoft), itdr_approvers="U222",
+                              itdr_state_secret="fix-test-state-secret-0123")
     slack = SlackSim(running.events_url, fake_slack)
     try:
         scenario = microsoft.add_tenant(drop(complete_scenario(), "AuditLog.Read.All"))

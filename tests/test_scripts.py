@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -69,8 +70,11 @@ def _venv_ready() -> bool:
     stamp = ROOT / ".venv" / ".installed-test"
     if not stamp.is_file():
         return False
-    want = subprocess.run(["sha256sum", "pyproject.toml"], cwd=ROOT, capture_output=True, text=True, check=False)
-    return want.stdout.split(" ")[0] == stamp.read_text().strip()
+    # scripts/venv.sh stamps the hash of pyproject.toml followed by constraints.txt
+    wanted = (ROOT / "pyproject.toml").read_bytes()
+    if (ROOT / "constraints.txt").is_file():
+        wanted += (ROOT / "constraints.txt").read_bytes()
+    return hashlib.sha256(wanted).hexdigest() == stamp.read_text().strip()
 
 
 @pytest.mark.skipif(not _venv_ready(), reason=".venv is not set up by ./test in this checkout")

@@ -237,8 +237,9 @@ class ConsentService:
     # --- attempts under way ---------------------------------------------------------------------------
 
     async def begin_attempt(self, check: CheckRequest, user: str, response_url: str) -> tuple[Attempt, list[Attempt]]:
-        """Record that `user` is preparing a request (its "Preparing…" message at `response_url`); the earlier
-        attempts for the same tenant and revision that never finished (their server was killed), now taken over."""
+        """Record that `user` is preparing a request (its "Preparing…" message at `response_url`); the same user's
+        earlier attempts for the same tenant and revision that never finished (their server was killed), now taken
+        over. Other people's attempts under way are theirs: asked at once, they get "already open", not "took over"."""
         now = model.now_utc()
         attempt = Attempt(tenant=check.tenant.value, version=check.version, user=user, response_url=response_url,
                           started=now.isoformat())
@@ -246,7 +247,7 @@ class ConsentService:
         recorded = await self.store.begin_attempt(attempt.to_member(), due,
                                                   forget_before=now - timedelta(seconds=RESPONSE_URL_SECONDS))
         earlier = [a for a in map(Attempt.from_member, recorded)
-                   if (a.tenant, a.version) == (attempt.tenant, attempt.version)]
+                   if (a.tenant, a.version, a.user) == (attempt.tenant, attempt.version, attempt.user)]
         taken = set(await self.store.take_attempts([a.to_member() for a in earlier]))
         return attempt, [a for a in earlier if a.to_member() in taken]
 

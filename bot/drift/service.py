@@ -69,6 +69,16 @@ class DriftService:
 
         return await self.store.update_snapshot(tenant_id, step, sweep=sweep)
 
+    async def record(self, tenant_id: str, report: Report, *, now: datetime, sweep: str) -> Change | None:
+        """A sweep's reading of one tenant: what changed, and for drift who did it (or why that could not be read),
+        recorded with the tenant counted as checked in one step. The directory audit is read first, from the change
+        the snapshot implies now, because the sweep may be announced as soon as its last tenant is counted."""
+        previous = await self.store.snapshot(tenant_id)
+        _, preview = model.observe(previous, report, now=now)
+        who = await self.who(preview, report.app_object_id) if preview.drifted else None
+        return await self.store.update_snapshot(
+            tenant_id, lambda snapshot: model.observe(snapshot, report, now=now), sweep=sweep, who=who)
+
     async def who(self, change: Change, app_object_id: str | None) -> Revocations | None:
         """The directory audit behind revoked permissions and roles, or the app disabled or deleted; None when
         nothing revocable drifted."""

@@ -302,10 +302,11 @@ class DriftStore:
 
     async def update_snapshot(
         self, tenant: str, step: Callable[[Snapshot | None], tuple[Snapshot, Change | None]], *,
-        sweep: str | None = None,
+        sweep: str | None = None, who: Revocations | None = None,
     ) -> Change | None:
-        """Read the snapshot, apply `step`, write the new snapshot and (in a sweep) record the change and the
-        tenant as checked, all in one transaction: a job run twice announces a change once."""
+        """Read the snapshot, apply `step`, write the new snapshot and (in a sweep) record the change, the directory
+        audit behind it (`who`) and the tenant as checked, all in one transaction: a job run twice announces a
+        change once, and the sweep's last tenant can never start the announcement before an actor is saved."""
         key = self.key("snap", tenant)
 
         async def body(pipe: Pipeline) -> Change | None:
@@ -319,6 +320,9 @@ class DriftStore:
             if sweep is not None:
                 pipe.sadd(self.key("sweep", sweep, "done"), tenant)
                 if change is not None and change.announce:
+                    if who is not None:  # under the change's GUID, which finish reads, even for a domain watch
+                        pipe.set(self.key("sweep", sweep, "who", change.tenant), json.dumps(who.to_json()),
+                                 ex=SWEEP_TTL_SECONDS)
                     pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
                     pipe.hincrby(self.key("sweep", sweep), "changed", 1)
                 if change is not None and change.verdict_after is Verdict.unknown:
@@ -389,12 +393,6 @@ class DriftStore:
             return [Change.model_validate_json(item) for item in raw]
 
         return await self.state.atomically("finish the sweep", [key], body)
-
-    async def save_who(self, sweep: str, tenant: str, who: Revocations) -> None:
-        """The directory audit behind a tenant's drift, kept for the sweep's announcement."""
-        async with self.state.guard("record the directory audit") as redis:
-            await redis.set(self.key("sweep", sweep, "who", tenant), json.dumps(who.to_json()),
-                            ex=SWEEP_TTL_SECONDS)
 
     async def who(self, sweep: str, tenant: str) -> Revocations | None:
         async with self.state.guard("read the directory audit") as redis:

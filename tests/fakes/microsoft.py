@@ -822,6 +822,8 @@ class FakeMicrosoft:
         self.client_secret = client_secret
         self.target_app_id = target_app_id
         self.latency = latency  # seconds added to every HTTP request (not per batch sub-request)
+        # seconds before Entra's directory audit answers: a heavy, throttled API, often the slowest read of all
+        self.audit_delay = 0.0
         self.page_size = page_size  # split Graph/Exchange collections into pages of this size
         self.audit_queries: list[str] = []  # every directoryAudits $filter asked, for tests of the query
         self.expires_in = expires_in
@@ -1035,6 +1037,8 @@ class FakeMicrosoft:
         service = self._service_by_port.get(port, "login")
         if self.latency:
             await asyncio.sleep(self.latency)
+        if self.audit_delay and request.url.path.endswith("/auditLogs/directoryAudits"):
+            await asyncio.sleep(self.audit_delay)
         raw_body = await request.body()
         body: Any = None
         if raw_body and "json" in request.headers.get("content-type", ""):
