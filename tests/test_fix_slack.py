@@ -20,7 +20,7 @@ from bot.readiness.fix_service import FixService
 from bot.settings import Settings
 from bot.store import RedisConnections
 from catalog import load_catalog
-from tests.fakes.microsoft import FakeMicrosoft, TenantScenario
+from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim, find_button
 from tests.test_drift import running_worker, worker_settings
@@ -68,9 +68,9 @@ async def post_plan(slack: SlackSim, fake: FakeSlack, tenant: str, count: int = 
     return {"text": posted.args["text"], "blocks": posted.args["blocks"]}, str(posted.response["ts"])
 
 
-async def click(slack: SlackSim, message: dict[str, Any], ts: str, action: str) -> dict[str, Any]:
+async def click(slack: SlackSim, message: dict[str, Any], ts: str, action: str, user: str = "U111") -> dict[str, Any]:
     button = find_button(message["blocks"], action)
-    payload = slack.action_payload(action, button["value"], block_id=button["block_id"],
+    payload = slack.action_payload(action, button["value"], block_id=button["block_id"], user=user,
                                    container={"type": "message", "message_ts": ts, "channel_id": "C111"})
     payload["message"] = message | {"ts": ts}
     response = await slack.post(urlencode({"payload": json.dumps(payload)}),
@@ -247,5 +247,18 @@ async def test_start_consent_on_a_plan_opens_the_consent_workflows_card(
         assert answer["text"].startswith("Posted the consent request")
         card = (await fake_slack.wait_for("chat.postMessage", count=2))[-1]
         assert card.args["channel"] == "C111" and "consent-approve" in json.dumps(card.args["blocks"])
+
+        # Approved, the admin grants it, and Verify now proves it: the plan's consent step is done too.
+        card_ts = str(card.response["ts"])
+        await click(slack, card.args, card_ts, "consent-approve", user="U222")
+        approved = (await fake_slack.wait_for("chat.update", count=1, within=20))[-1].args
+        scenario.grant_all(GRAPH_APP_ID, "AuditLog.Read.All")
+        await click(slack, approved, card_ts, "consent-verify", user="U222")
+        deadline = time.monotonic() + 20
+        while not (plan_updates := [c for c in fake_slack.calls_to("chat.update") if c.args["ts"] == ts]):
+            assert time.monotonic() < deadline, "the plan message was never updated"
+            await asyncio.sleep(0.1)
+        steps = [b["text"]["text"] for b in plan_updates[-1].args["blocks"] if b["type"] == "section"]
+        assert steps and all(step.startswith(":white_check_mark:") for step in steps), steps
     finally:
         await slack.aclose()

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.model import Outcome
 from bot.consent.service import BadSignature, ConsentService, UnknownRequest
+from bot.readiness.fix_service import FixService
 from bot.readiness.service import ReadinessService
 from handlers.blocks.answers import notice_message
 from handlers.blocks.consent import deny_view, review_view
@@ -18,6 +19,7 @@ from handlers.cards import update_card
 from handlers.commands.consent import NO_APPROVERS, open_request
 from handlers.ids import SubCommand
 from handlers.payloads import AnswerRequest, BadPayload, StartConsentValue
+from handlers.plans import mark_consented
 from handlers.router import prepare_check
 
 FORGED = "That button was not issued by itdr for an open request (edited or forged); nothing was changed."
@@ -108,13 +110,17 @@ async def handle_consent_review_action(
 
 async def handle_consent_verify_action(
     ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
-    consent: ConsentService,
+    consent: ConsentService, fixes: FixService,
 ) -> None:
-    """Handles Verify now: a fresh readiness check, shown on the card (verified, or what is still missing)."""
+    """Handles Verify now: a fresh readiness check, shown on the card (verified, or what is still missing), and
+    on the tenant's fix plans once verified (their consent step done)."""
     await ack()
 
     async def verify(request_id: str, actor: str) -> Outcome:
-        return (await consent.verify(request_id, actor)).outcome
+        verification = await consent.verify(request_id, actor)
+        if verification.outcome.changed:
+            await mark_consented(client, fixes, verification)
+        return verification.outcome
 
     await _decide(consent, body, action, respond, client, verify)
 
