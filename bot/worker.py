@@ -38,6 +38,7 @@ from bot.drift.sweep import MAX_RESCHEDULES, RESULT_TTL_SECONDS, JobName, finish
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
+from bot.ops_monitor import OpsMonitor
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
@@ -276,6 +277,7 @@ def build_worker(
         if await wait_for_redis(runtime, stopping):
             await announce_revision(runtime, queue)
 
+    monitor = OpsMonitor(runtime)
     return Worker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
@@ -286,7 +288,10 @@ def build_worker(
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
         ],
-        startup=startup,
+        startup=[startup, monitor.start],
+        shutdown=[monitor.stop],
+        before_process=[monitor.before_job],
+        after_process=[monitor.after_job],
         # saq's PartialTimersDict inherits its keys as required from TimersDict; every key is optional at run time.
         timers=timers or cast(PartialTimersDict, {
             "sweep": min(STUCK_SWEEP_SECONDS, max(1, settings.itdr_job_timeout_seconds // 3))}),
