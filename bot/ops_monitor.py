@@ -23,11 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 from croniter import croniter
-from saq import Job
+from saq import Job, Queue
 from saq.job import Status as JobStatus
 from slack_sdk.errors import SlackApiError
 
-from bot import ops
+from bot import metrics, ops
 from bot.drift.sweep import JobName
 from bot.runtime import Runtime
 from bot.store import StateUnavailable
@@ -54,11 +54,13 @@ class OpsMonitor:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.first_pass = asyncio.Event()  # set once the checks at start are done (tests and logs wait on it)
         self._task: asyncio.Task[None] | None = None
+        self._queue: Queue | None = None
 
     # --- worker lifecycle (SAQ hooks) -----------------------------------------------------------------
 
     async def start(self, ctx: dict[str, Any]) -> None:
         ctx["ops"] = self
+        self._queue = ctx["worker"].queue
         self._task = asyncio.create_task(self._run(), name="itdr-ops-monitor")
 
     async def stop(self, ctx: dict[str, Any]) -> None:
@@ -74,10 +76,34 @@ class OpsMonitor:
                 await self.store.sweep_event("started", self.clock())
 
     async def after_job(self, ctx: dict[str, Any]) -> None:
+        """The sweep's end (for `itdr doctor` and the late-sweep notice) and the worker's metrics."""
+        from bot.worker import Rescheduled  # the worker module builds this monitor
+
         job: Job | None = ctx.get("job")
-        if job is not None and job.function == JobName.FINISH.value and job.status is JobStatus.COMPLETE:
+        if job is None:
+            return
+        complete = job.status is JobStatus.COMPLETE
+        if job.function == JobName.FINISH.value and complete:
+            metrics.CHANGES_ANNOUNCED.inc(job.result if isinstance(job.result, int) else 0)
             with contextlib.suppress(StateUnavailable):
-                await self.store.sweep_event("finished", self.clock())
+                now = self.clock()
+                # The sweep's own record says when it started (a sweep started by hand or at start-up included).
+                progress = await self.runtime.drift.store.progress(str((job.kwargs or {}).get("sweep")))
+                started = progress.started if progress is not None else (await self.store.sweep_times())[0]
+                if progress is not None:
+                    await self.store.sweep_event("started", progress.started)
+                await self.store.sweep_event("finished", now)
+                if started is not None:
+                    metrics.SWEEP_SECONDS.observe(max(0.0, (now - started).total_seconds()))
+        elif job.function == JobName.CHECK.value and complete and (job.kwargs or {}).get("sweep"):
+            metrics.SWEEP_TENANTS.inc()
+        elif job.function == JobName.POST.value:
+            exception = ctx.get("exception")
+            if complete:
+                result = "failed" if str(job.result).startswith("broken") else "ok"
+            else:
+                result = "rate_limited" if isinstance(exception, Rescheduled) else "failed"
+            metrics.SLACK_POSTS.labels(result=result).inc()
 
     async def _run(self) -> None:
         last_check = 0.0
@@ -85,6 +111,8 @@ class OpsMonitor:
         while True:
             try:
                 await self.store.heartbeat(self.clock())
+                if self._queue is not None:
+                    metrics.QUEUE_DEPTH.set(await self._queue.count("queued"))
                 if loop.time() - last_check >= CHECK_SECONDS or not self.first_pass.is_set():
                     last_check = loop.time()
                     await self.check_credentials()

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
 
     # --- Operations ------------------------------------------------------------------------------
     itdr_ops_channel: str | None = None  # a channel id (C…/G…): credential expiry, late sweeps, rejected credentials
+    itdr_metrics_port: int | None = Field(default=None, ge=1, le=65535)  # `itdr worker`'s /metrics; unset: off
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
 
     # --- Consent ---------------------------------------------------------------------------------
     # Slack user ids (U…/W…) and user-group ids (S…), separated by commas or spaces.
@@ -117,7 +119,7 @@ class Settings(BaseSettings):
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "redis_url", "itdr_client_id",
         "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", "itdr_consent_redirect_uri",
-        "itdr_state_secret", "itdr_home_tenant", "itdr_ops_channel", mode="before",
+        "itdr_state_secret", "itdr_home_tenant", "itdr_ops_channel", "itdr_metrics_port", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -149,6 +151,11 @@ class Settings(BaseSettings):
     @classmethod
     def _log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod

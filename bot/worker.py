@@ -29,6 +29,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.consent.model import ConsentState
 from bot.consent.service import is_satisfied
 from bot.consent.store import UnknownRequest
@@ -307,7 +308,10 @@ async def run_worker(settings: Settings) -> None:
     # default pool (cpu count + 4 threads) would make tokens, not the checks in flight, the limit of a cold sweep.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=token_threads(settings.itdr_worker_concurrency), thread_name_prefix="msal"))
-    async with Runtime.open(settings, Mode.WORKER) as runtime:
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.itdr_metrics_port is not None:
+            stack.callback(metrics.serve_metrics(settings.itdr_metrics_port))
+        runtime = await stack.enter_async_context(Runtime.open(settings, Mode.WORKER))
         queue = queue_for(runtime.redis, settings)
         await queue.connect()
         worker = build_worker(runtime, queue)

@@ -23,6 +23,7 @@ from typing import cast
 
 from redis.asyncio.client import Pipeline
 
+from bot import metrics
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
 from bot.store import State
 
@@ -195,12 +196,14 @@ class ConsentStore:
                      f"approval{'s' if request.required_approvals != 1 else ''} needed"
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
+        metrics.CONSENT_TRANSITIONS.labels(kind=AuditAction.requested.value).inc()
 
     async def record_refusal(self, request: ConsentRequest, actor: str, why: str) -> None:
         """An attempt turned away before any rule could run (a forged button on a known card)."""
         async with self.state.guard("record the refused attempt") as redis, redis.pipeline(transaction=True) as pipe:
             self._append(pipe, request, AuditEntry(AuditAction.refused, actor, why))
             await pipe.execute()
+        metrics.CONSENT_TRANSITIONS.labels(kind=AuditAction.refused.value).inc()
 
     async def apply(self, request_id: str, rule: Callable[[ConsentRequest], Outcome], what: str) -> Outcome:
         """Read the request, apply `rule`, and write the result and its audit records atomically (see
@@ -220,7 +223,10 @@ class ConsentStore:
             await pipe.execute()
             return outcome
 
-        return await self.state.atomically(what, [key], body)
+        outcome = await self.state.atomically(what, [key], body)
+        for entry in outcome.audit:  # counted once the transaction is made (it may have been run again)
+            metrics.CONSENT_TRANSITIONS.labels(kind=entry.action.value).inc()
+        return outcome
 
     def _write(self, pipe: Pipeline, request: ConsentRequest) -> None:
         pipe.set(self._request(request.id), request.model_dump_json(), exat=self._keep_until(request))
