@@ -179,3 +179,24 @@ def test_json_log_lines_carry_the_request_id_and_stay_redacted(monkeypatch: pyte
     assert first["level"] == "WARNING" and first["logger"] == "bot.test" and first["request_id"] == "r-123"
     assert first["message"] == "posting with xoxb-[redacted]" and "time" in first
     assert "request_id" not in second
+
+
+async def test_socket_mode_envelopes_are_counted(fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> None:
+    from prometheus_client import generate_latest
+
+    from tests.test_slack_socket_mode import socket_app
+
+    sim = SlackSim("unused", fake_slack)
+    before = scrape(generate_latest().decode())
+    async with socket_app(fake_slack, redis_url, redis_prefix):
+        envelope_id = await fake_slack.push_envelope("slash_commands", sim.command_body("why Mail.ReadWrite"))
+        await fake_slack.socket_ack(envelope_id, within=3)
+        envelope_id = await fake_slack.push_envelope("interactive", sim.action_payload("itdr-ask", '{"c":"help"}'))
+        await fake_slack.socket_ack(envelope_id, within=3)
+        await fake_slack.wait_for("response_url")
+    await sim.aclose()
+    after = scrape(generate_latest().decode())
+    assert total(after, "itdr_slack_requests_total", kind="command", outcome="ok") - total(
+        before, "itdr_slack_requests_total", kind="command", outcome="ok") == 1
+    assert total(after, "itdr_slack_requests_total", kind="action", outcome="ok") - total(
+        before, "itdr_slack_requests_total", kind="action", outcome="ok") == 1
