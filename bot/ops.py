@@ -62,6 +62,21 @@ def skew_seconds(date_header: str | None, sent: float, received: float) -> float
     return None if server is None else server.timestamp() - (sent + received) / 2
 
 
+# --- what checks in this process saw ------------------------------------------------------------------
+
+_rejected_secret: list[tuple[int | None, str]] = []  # the last refusal of our own secret a check met, if any
+
+
+def note_rejected_secret(aadsts: int | None, message: str) -> None:
+    """A readiness check was refused a token because of our own secret (AADSTS7000215/7000222): the worker's ops
+    monitor tells operators (once a day across workers), even without ITDR_HOME_TENANT."""
+    _rejected_secret[:] = [(aadsts, message)]
+
+
+def take_rejected_secret() -> tuple[int | None, str] | None:
+    return _rejected_secret.pop() if _rejected_secret else None
+
+
 # --- Slack ---------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ bot before its users notice.
 - the checking app's credential expiring within 30, 14, 7 and 1 days, and expired (at start, then hourly; one
   notice per threshold reached: a secret found 10 days from expiry is told once, for 14 days);
 - the checking app's secret or the Slack token rejected (AADSTS7000215/7000222, invalid_auth), with the fix (once a
-  day while it lasts);
+  day while it lasts): a check in this worker that met it, or the hourly token request in ITDR_HOME_TENANT;
 - a scheduled sweep that did not start, or did not finish, on time.
 
 Each notice is claimed in Redis first (SET NX, so one worker of many tells it), posted to ITDR_OPS_CHANNEL (or
@@ -117,6 +117,7 @@ class OpsMonitor:
                     last_check = loop.time()
                     await self.check_credentials()
                 await self.check_sweep()
+                await self.check_noted()
             except StateUnavailable as exc:
                 log.info("ops monitor: %s", exc)
             except Exception:  # the monitor must outlive any one failure
@@ -170,12 +171,22 @@ class OpsMonitor:
         probe = await ops.probe_home_tenant(settings)
         error = probe.token_error
         if error is not None and error.aadsts in ops.REJECTED_SECRET_CODES:
-            await self.notify(f"rejected:microsoft:{error.aadsts}:{today}", REJECTED_TTL_SECONDS,
-                              "credential-rejected", "Entra ID rejects the checking app's secret",
-                              f"{error} Every readiness check and sweep fails until it is replaced.",
-                              ops.SECRET_FIX)
+            await self._secret_rejected(error.aadsts, str(error), today)
         elif certificate is None and (end := ops.secret_end(settings, probe)) is not None:
             await self._expiry("client secret", end, now, ops.SECRET_FIX)
+
+    async def check_noted(self) -> None:
+        """What this worker's own checks met since the last look: our secret refused by Entra."""
+        if (seen := ops.take_rejected_secret()) is None:
+            return
+        aadsts, message = seen
+        today = self.clock().strftime("%Y-%m-%d")
+        await self._secret_rejected(aadsts, message, today)
+
+    async def _secret_rejected(self, aadsts: int | None, message: str, today: str) -> None:
+        await self.notify(f"rejected:microsoft:{aadsts}:{today}", REJECTED_TTL_SECONDS, "credential-rejected",
+                          "Entra ID rejects the checking app's secret",
+                          f"{message} Every readiness check and sweep fails until it is replaced.", ops.SECRET_FIX)
 
     async def _expiry(self, what: str, end: dt.datetime, now: dt.datetime, fix: str) -> None:
         threshold = ops.threshold_crossed(end, now)

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from bot import doctor
+from bot import doctor, ops
 from bot.drift.sweep import queue_for
+from bot.microsoft.http import Priority
 from bot.ops import OpsStore
 from bot.ops_monitor import OpsMonitor
 from bot.runtime import Runtime
@@ -26,6 +27,12 @@ from tests.test_slack_check import microsoft_settings
 HOME_TENANT = "7d3e9c1a-2b4f-4a6e-9c8d-1e2f3a4b5c6d"
 OPS = "C0OPSCHAN"
 NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_noted_before() -> None:
+    """A refused secret noted by an earlier test in this process is not this test's."""
+    ops.take_rejected_secret()
 
 
 @pytest.fixture
@@ -156,3 +163,24 @@ async def test_the_worker_records_the_sweep_start_doctor_reads(
     sweep = next(finding for finding in findings if finding.check == "sweep")
     assert sweep.detail.startswith(f"last sweep started {started.strftime('%Y-%m-%d %H:%M UTC')}")
     assert next(finding for finding in findings if finding.check == "workers").status is doctor.Status.ok
+
+
+async def test_a_secret_refused_during_a_check_is_told_without_a_home_tenant(
+        microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> None:
+    from tests.test_readiness_check import complete_scenario
+
+    scenario = microsoft.add_tenant(complete_scenario())
+    settings = ops_settings(microsoft, fake_slack, redis_url, redis_prefix, itdr_home_tenant=None)
+    microsoft.expired_secret = True
+    try:
+        async with Runtime.open(settings, Mode.WORKER) as runtime:
+            report = await runtime.drift.check(scenario.tenant_id, priority=Priority.LOW)
+            assert report.verdict.value == "unknown"
+            monitor = OpsMonitor(runtime)
+            await monitor.check_noted()
+            await monitor.check_noted()  # nothing new noted: nothing more told
+    finally:
+        microsoft.expired_secret = False
+    (post,) = ops_posts(fake_slack)
+    assert post["text"].startswith("Entra ID rejects the checking app's secret")
+    assert "New client secret" in post["text"]

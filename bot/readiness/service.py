@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from bot import metrics
+from bot import metrics, ops
 from bot.microsoft import MicrosoftClients
 from bot.microsoft.errors import (
     AppNotInTenant,
@@ -172,6 +172,7 @@ class ReadinessService:
                       f"cannot read its grants ({type(error).__name__}).")
         elif isinstance(error, BadClientSecret):
             reason = "the bot's own client secret was rejected (expired or wrong): an operator must renew it."
+            ops.note_rejected_secret(error.aadsts, error.message)
         elif isinstance(error, TokenError | MicrosoftError):
             reason = error.message
         else:
