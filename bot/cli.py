@@ -194,7 +194,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from bot.doctor import doctor
     from bot.logging import setup_logging
 
-    setup_logging("WARNING")
+    setup_logging("ERROR")  # doctor says what it finds itself; libraries' retry warnings would only repeat it
     return doctor(as_json=args.json)
 
 

@@ -243,6 +243,10 @@ def microsoft_findings(settings: Settings, probe: ops.HomeProbe | None, now: dt.
                "check ITDR_HOME_TENANT (the tenant where the ITDR app is registered) and ITDR_CLIENT_ID")
         findings.insert(0, fail("microsoft token", f"no token for the home tenant {home}: {error}", fix))
         return findings
+    if probe.login_error is not None:
+        findings.insert(0, fail("microsoft token", f"no token for the home tenant {home}: {probe.login_error}",
+                                "check ITDR_AUTHORITY_HOST and the network path to it (proxy, firewall)"))
+        return findings
     if probe.error is not None:
         findings.insert(0, ok("microsoft token", f"Entra issues a token for the home tenant {home}"))
         findings.insert(1, fail("graph", probe.error, "check ITDR_GRAPH_URL and the network path (proxy, firewall)"))
@@ -304,7 +308,7 @@ async def worker_findings(settings: Settings, redis: RedisConnections, now: dt.d
         await queue.disconnect()
     findings: list[Finding] = []
     live = len(info.get("workers") or {})
-    start_worker = "start `itdr worker` (README, 'Drift watch'); run two or more for failover"
+    start_worker = "start `itdr worker` (README, 'Drift notifications and fleet sweeps'); run two or more for failover"
     if live:
         findings.append(ok("workers", f"{live} `itdr worker` process{'es' if live > 1 else ''} alive"))
     else:

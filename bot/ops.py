@@ -133,6 +133,7 @@ def manifest_scopes(path: Path | None = None) -> frozenset[str] | None:
 @dataclass
 class HomeProbe:
     token_error: TokenError | None = None
+    login_error: str | None = None  # the login host unreachable, or our configuration refused by msal
     error: str | None = None  # Graph unreachable or an unexpected answer
     not_granted: bool = False  # 403 Authorization_RequestDenied: Application.Read.All missing
     found: bool = False  # the app registration was listed
@@ -162,7 +163,7 @@ async def probe_home_tenant(settings: Settings) -> HomeProbe:
         probe.token_error = exc
         return probe
     except MicrosoftError as exc:
-        probe.error = str(exc)
+        probe.login_error = str(exc)
         return probe
     finally:
         tokens.close()
