@@ -265,3 +265,16 @@ async def test_no_worker_while_tenants_are_watched(home: FakeMicrosoft, fake_sla
     workers = line(findings, "workers")
     assert "no `itdr worker` is running (none ever seen) while 1 tenants are watched" in workers.detail
     assert "start `itdr worker`" in workers.fix
+
+
+def test_every_malformed_setting_is_its_own_line_without_its_value() -> None:
+    settings, findings = doctor.load(_env_file=None, itdr_ops_channel="#ops-secret-name", itdr_metrics_port="x9",
+                                     itdr_home_tenant="", slack_bot_token="xoxp-user-token-123456")
+    assert settings is None
+    lines = doctor.render(findings).splitlines()
+    details = [finding.detail for finding in findings]
+    assert any(d.startswith("ITDR_OPS_CHANNEL is malformed: expected a Slack channel id") for d in details)
+    assert any(d.startswith("ITDR_METRICS_PORT is malformed: expected a whole number") for d in details)
+    assert any(d.startswith("SLACK_BOT_TOKEN is malformed") for d in details)
+    assert len(findings) == 3 and all(finding.status is Status.fail for finding in findings)
+    assert not any("#ops-secret-name" in line or "xoxp-user" in line or "x9" in line for line in lines)
