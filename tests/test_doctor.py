@@ -223,12 +223,12 @@ def renewed_certificate(fake: FakeMicrosoft, folder: Path, days: float) -> Path:
     return path
 
 
-async def test_a_certificate_expiring_in_ten_days(home: FakeMicrosoft, fake_slack: FakeSlack, good_redis: str,
-                                                  tmp_path: Path) -> None:
-    path = renewed_certificate(home, tmp_path, days=10.2)
-    settings = settings_for(home, fake_slack, good_redis, itdr_client_certificate=path, itdr_client_secret=None)
-    await live_worker(good_redis, settings)
-    findings = await doctor.run_checks(settings)
+async def test_a_certificate_expiring_in_ten_days(home: FakeMicrosoft, fake_slack: FakeSlack, good_redis: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="itdr-doctor-cert-") as folder:
+        path = renewed_certificate(home, Path(folder), days=10.2)
+        settings = settings_for(home, fake_slack, good_redis, itdr_client_certificate=path, itdr_client_secret=None)
+        await live_worker(good_redis, settings)
+        findings = await doctor.run_checks(settings)
     assert not_ok(findings) == {"credential": Status.warn}, doctor.render(findings)
     credential = line(findings, "credential")
     assert "client certificate expires on" in credential.detail and "in 10 days" in credential.detail
