@@ -40,6 +40,8 @@ CHECK_SECONDS = 3600
 SWEEP_LATE_SECONDS = 900  # a sweep not started this long after its cron time is late
 REJECTED_TTL_SECONDS = 24 * 3600  # a rejected credential is told again each day it lasts
 _SLACK_REJECTED = ("invalid_auth", "token_revoked", "account_inactive", "not_authed")
+#: Slack errors no retry mends (the bot is not in the channel, the token is bad): the WARNING line stands in.
+_CANNOT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "missing_scope", *_SLACK_REJECTED})
 
 
 def _when(moment: dt.datetime) -> str:
@@ -137,10 +139,11 @@ class OpsMonitor:
             try:
                 await self.runtime.slack.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
             except SlackApiError as exc:
-                await self.store.release_notice(notice)
-                log.warning("%s: %s Fix: %s (not posted to the ops channel: %s)", title, detail, fix,
-                            exc.response.get("error"))
-                return False
+                error = str(exc.response.get("error") or "")
+                log.warning("%s: %s Fix: %s (not posted to ITDR_OPS_CHANNEL: %s)", title, detail, fix, error)
+                if error not in _CANNOT_POST:  # transient: told again at the next check
+                    await self.store.release_notice(notice)
+                    return False
         else:
             log.warning("%s: %s Fix: %s", title, detail, fix)
         await self.store.record_event(ops.OpsEvent(self.clock(), kind, f"{title}: {detail}"))

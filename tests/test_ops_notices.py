@@ -184,3 +184,17 @@ async def test_a_secret_refused_during_a_check_is_told_without_a_home_tenant(
     (post,) = ops_posts(fake_slack)
     assert post["text"].startswith("Entra ID rejects the checking app's secret")
     assert "New client secret" in post["text"]
+
+
+async def test_an_ops_channel_the_bot_is_not_in_gets_a_warning_line_once(
+        home: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    fake_slack.fail("chat.postMessage", error="not_in_channel")
+    settings = ops_settings(home, fake_slack, redis_url, redis_prefix)
+    caplog.set_level(logging.WARNING, logger="bot.ops_monitor")
+    async with Runtime.open(settings, Mode.WORKER) as runtime:
+        await OpsMonitor(runtime).check_credentials()
+        await OpsMonitor(runtime).check_credentials()  # not retried every check: no retry mends it
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "bot.ops_monitor"]
+    assert "expires in 10 days" in warning and "not posted to ITDR_OPS_CHANNEL: not_in_channel" in warning
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
