@@ -265,6 +265,14 @@ def cmd_help(args: argparse.Namespace, catalog: Catalog) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import doctor
+    from bot.logging import setup_logging
+
+    setup_logging("ERROR")  # doctor says what it finds itself; libraries' retry warnings would only repeat it
+    return doctor(as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="itdr",
@@ -327,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         "start", help="run the bot (Slack tokens set) or the console (no tokens); what ./run does"
     )
     start.set_defaults(handler=cmd_start)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="check the bot's own setup: settings, Redis, Slack, "
+                            "Microsoft, credential expiry, workers (exit 0 ok, 1 warnings, 2 failures)")
+    doctor.set_defaults(func=cmd_doctor)
 
     from bot import cli_fleet, cli_slack
 

@@ -31,7 +31,7 @@ def settings_for(mode: Mode, **overrides: object) -> Settings | None:
         return None
     # A one-shot command says what matters on its own; its log shows only warnings unless LOG_LEVEL asks for more.
     quiet = mode is Mode.CLI and "LOG_LEVEL" not in os.environ
-    setup_logging("WARNING" if quiet else settings.log_level)
+    setup_logging("WARNING" if quiet else settings.log_level, fmt=settings.log_format)
     return settings
 
 

@@ -40,6 +40,8 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -244,6 +246,7 @@ def slack_events_endpoint(
             length = str(len(body))
             verify_signature(request.headers, body, key, now=clock())
             bolt_request = to_bolt_request(request, body)
+            request.state.slack_kind = metrics.slack_kind(bolt_request.body)  # for the server's metrics
         except Rejection as rejection:
             if rejection.status == 413 and length == "?":
                 length = f"over {max_body_bytes}"

@@ -8,11 +8,14 @@ request or an exception quotes one.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 _TOKEN_RE = re.compile(r"\b(xox[abeposr]|xapp)-[0-9A-Za-z-]+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
@@ -58,16 +61,46 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
-    """Configure the root logger once: one stream handler with the redacting filter."""
+#: The Slack request being handled (set by the HTTP endpoint; tasks started for it inherit it): ties its lines.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id (when handling a Slack request) and the
+    exception text. It formats what the redacting filter has already rewritten."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if (current := request_id.get()) is not None:
+            entry["request_id"] = current
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", *, stream: TextIO | None = None, fmt: str = "text") -> None:
+    """Configure the root logger once: one stream handler with the redacting filter; `fmt` "json" (LOG_FORMAT)
+    writes one JSON object per line, "text" the readable format."""
     root = logging.getLogger()
     root.setLevel(level)
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in root.handlers:
         if any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.setLevel(level)
+            handler.setFormatter(formatter)
             return
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     # slack_sdk logs full request bodies at DEBUG; keep them quiet unless asked for explicitly.

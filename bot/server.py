@@ -1,4 +1,5 @@
-"""HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`) served by uvicorn (`itdr serve`).
+"""HTTP mode: an ASGI app (`POST /slack/events`, `GET /healthz`, `/readyz`, `/metrics`) served by uvicorn
+(`itdr serve`).
 
 `POST /slack/events` takes slash commands, interactivity and Events API requests alike; `bot.http_guard`
 refuses bodies over 1 MiB (413), bad signatures or timestamps more than 5 minutes off (401) and malformed
@@ -14,6 +15,8 @@ import contextlib
 import gc
 import html
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -23,10 +26,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from bot import metrics
 from bot.app import Register, build_app
 from bot.consent.model import ConsentState
 from bot.consent.service import BadSignature, StateReset, UnknownRequest
 from bot.http_guard import Endpoint, slack_events_endpoint
+from bot.logging import request_id
+from bot.probes import ReadinessProbe
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
 from bot.store import StateUnavailable
@@ -49,7 +55,27 @@ def create_asgi_app(
 
     async def slack_events(request: Request) -> Response:
         endpoint: Endpoint = request.app.state.endpoint
-        return await endpoint(request)
+        started = time.perf_counter()
+        # Every line logged for this request (and by the work it leaves running) carries this id.
+        token = request_id.set(uuid.uuid4().hex[:16])
+        try:
+            response = await endpoint(request)
+        finally:
+            request_id.reset(token)
+        kind = getattr(request.state, "slack_kind", "unknown")  # set once the request is verified and parsed
+        outcome = "ok" if response.status_code < 400 else "rejected" if response.status_code < 500 else "error"
+        metrics.SLACK_REQUESTS.labels(kind=kind, outcome=outcome).inc()
+        metrics.ACK_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
+        return response
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready, reason = await request.app.state.readiness_probe.check()
+        body = {"ready": ready, "reason": reason} if reason else {"ready": ready}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def healthz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
@@ -60,6 +86,7 @@ def create_asgi_app(
         async with Runtime.open(settings, Mode.HTTP, **runtime_options) as runtime:
             app = build_app(runtime, register=register)
             asgi.state.runtime = runtime
+            asgi.state.readiness_probe = ReadinessProbe(runtime)
             asgi.state.bolt = app
             asgi.state.endpoint = slack_events_endpoint(app, signing_secret=settings.secret("slack_signing_secret"))
             with frozen_startup_heap() if freeze_heap else contextlib.nullcontext():
@@ -73,6 +100,8 @@ def create_asgi_app(
         routes=[
             Route(EVENTS_PATH, slack_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(CALLBACK_PATH, consent_callback, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -25,6 +25,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _SLACK_PRINCIPAL = re.compile(r"[UWS][A-Z0-9]{2,20}")
+_CHANNEL = re.compile(r"[CG][A-Z0-9]{6,20}")
+_DOMAIN = re.compile(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
 class Mode(StrEnum):
@@ -86,6 +88,14 @@ class Settings(BaseSettings):
     itdr_check_deadline_seconds: float = Field(default=45.0, gt=0, le=600)
     # Checks running their Exchange cmdlets at once, across every process and machine (held in Redis).
     itdr_exchange_concurrency: int = Field(default=20, ge=1, le=500)
+    # The tenant where the checking app is registered (tenant id or verified domain): `itdr doctor` reads the
+    # app's own credential end dates there, and the worker warns the ops channel before they expire.
+    itdr_home_tenant: str | None = None
+
+    # --- Operations ------------------------------------------------------------------------------
+    itdr_ops_channel: str | None = None  # a channel id (C…/G…): credential expiry, late sweeps, rejected credentials
+    itdr_metrics_port: int | None = Field(default=None, ge=1, le=65535)  # `itdr worker`'s /metrics; unset: off
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
 
     # --- Consent ---------------------------------------------------------------------------------
     # Slack user ids (U…/W…) and user-group ids (S…), separated by commas or spaces.
@@ -113,7 +123,8 @@ class Settings(BaseSettings):
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "redis_url", "itdr_client_id",
         "itdr_client_secret", "itdr_client_certificate", "itdr_target_app_id", "itdr_consent_redirect_uri",
-        "itdr_state_secret", "itdr_state_secret_previous", mode="before",
+        "itdr_state_secret", "itdr_state_secret_previous", "itdr_home_tenant", "itdr_ops_channel",
+        "itdr_metrics_port", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -146,6 +157,11 @@ class Settings(BaseSettings):
     def _log_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -174,6 +190,23 @@ class Settings(BaseSettings):
         if value is not None and not _GUID.fullmatch(value.strip()):
             raise ValueError("expected an application (client) id, a GUID like 00000000-0000-0000-0000-000000000000")
         return value.strip().lower() if value else value
+
+    @field_validator("itdr_home_tenant")
+    @classmethod
+    def _home_tenant(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if not (_GUID.fullmatch(value) or _DOMAIN.fullmatch(value)):
+            raise ValueError("expected a tenant id (GUID) or a verified domain such as contoso.onmicrosoft.com")
+        return value
+
+    @field_validator("itdr_ops_channel")
+    @classmethod
+    def _ops_channel(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.fullmatch(value.strip()):
+            raise ValueError("expected a Slack channel id such as C0123456789 (channel details, at the bottom)")
+        return value.strip() if value else value
 
     @field_validator("itdr_client_certificate")
     @classmethod
@@ -290,16 +323,25 @@ _BOUNDS = {
 }
 
 
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the variable and what it expects (never its value)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = _EXPECTED.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
+        if not error.get("loc"):  # a rule across several variables already names them
+            lines.append(message)
+            continue
+        name = str(error["loc"][0]).upper()
+        if (bound := _BOUNDS.get(error["type"])) is not None:
+            with contextlib.suppress(KeyError, IndexError):
+                lines.append(f"{name} {bound[0]}: {bound[1].format(**error.get('ctx', {}))}")
+                continue
+        lines.append(f"{name} is malformed: {message[:1].lower()}{message[1:]}")
+    return lines
+
+
 def _one_line(exc: ValidationError) -> str:
-    first = exc.errors(include_input=False, include_url=False)[0]
-    message = _EXPECTED.get(first["type"]) or str(first["msg"]).removeprefix("Value error, ")
-    if not first.get("loc"):  # a rule across several variables already names them
-        return message
-    name = str(first["loc"][0]).upper()
-    if (bound := _BOUNDS.get(first["type"])) is not None:
-        with contextlib.suppress(KeyError, IndexError):
-            return f"{name} {bound[0]}: {bound[1].format(**first.get('ctx', {}))}"
-    return f"{name} is malformed: {message[:1].lower()}{message[1:]}"
+    return validation_problems(exc)[0]
 
 
 def load_settings(mode: Mode | None = None, **overrides: Any) -> Settings:

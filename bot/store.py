@@ -296,10 +296,11 @@ class RedisConnections:
     def queue_client(self) -> aioredis.Redis:
         """A client for job queues: a socket timeout past their blocking waits, a bounded connect timeout."""
         if self._queue_client is None:
+            # TCP keepalive notices a peer gone mid-wait; a unix socket (the embedded server) has no such option.
+            tcp: dict[str, bool] = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
             self._queue_client = aioredis.Redis.from_url(
                 self.url, socket_connect_timeout=5.0, socket_timeout=QUEUE_SOCKET_TIMEOUT_SECONDS,
-                socket_keepalive=True, health_check_interval=30, retry=Retry(NoBackoff(), 1),
-                retry_on_error=[RedisConnectionError],
+                health_check_interval=30, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], **tcp,
             )
         return self._queue_client
 

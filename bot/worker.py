@@ -31,6 +31,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.consent.service import is_satisfied
 from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
@@ -48,6 +49,7 @@ from bot.drift.sweep import (
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
+from bot.ops_monitor import OpsMonitor
 from bot.readiness.fix_service import FIX_RECHECK_JOB
 from bot.readiness.model import CheckStatus, Verdict
 from bot.runtime import Runtime
@@ -294,6 +296,7 @@ def build_worker(
         if await wait_for_redis(runtime, stopping):
             await announce_revision(runtime, queue)
 
+    monitor = OpsMonitor(runtime)
     return PromptWorker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
@@ -308,7 +311,10 @@ def build_worker(
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
             CronJob(summarise_fleet, cron="* * * * *", unique=True, timeout=SUMMARY_TIMEOUT_SECONDS, retries=1),
         ],
-        startup=startup,
+        startup=[startup, monitor.start],
+        shutdown=[monitor.stop],
+        before_process=[monitor.before_job],
+        after_process=[monitor.after_job],
         # saq's PartialTimersDict inherits its keys as required from TimersDict; every key is optional at run time.
         timers=timers or cast(PartialTimersDict, {
             "sweep": min(STUCK_SWEEP_SECONDS, max(1, settings.itdr_job_timeout_seconds // 3))}),
@@ -324,7 +330,10 @@ async def run_worker(settings: Settings) -> None:
     # default pool (cpu count + 4 threads) would make tokens, not the checks in flight, the limit of a cold sweep.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=token_threads(settings.itdr_worker_concurrency), thread_name_prefix="msal"))
-    async with Runtime.open(settings, Mode.WORKER) as runtime:
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.itdr_metrics_port is not None:
+            stack.callback(metrics.serve_metrics(settings.itdr_metrics_port))
+        runtime = await stack.enter_async_context(Runtime.open(settings, Mode.WORKER))
         queue = queue_for(runtime.redis, settings)
         await queue.connect()
         worker = build_worker(runtime, queue)

@@ -27,6 +27,7 @@ from typing import cast
 
 from redis.asyncio.client import Pipeline
 
+from bot import metrics
 from bot.consent.model import AuditAction, AuditEntry, ConsentRequest, ConsentState, Outcome
 from bot.store import Epoch, State
 from catalog.words import counted
@@ -219,6 +220,7 @@ class ConsentStore:
                       f"{counted(request.required_approvals, 'approval')} needed")
             self._append(pipe, request, AuditEntry(AuditAction.requested, request.requester, detail))
             await pipe.execute()
+        metrics.CONSENT_TRANSITIONS.labels(kind=AuditAction.requested.value).inc()
 
     async def record_refusal(self, request: ConsentRequest, actor: str, why: str) -> bool:
         """An attempt turned away before any rule could run (a forged button on a known card, an outsider's Deny).
@@ -239,6 +241,7 @@ class ConsentStore:
             async with redis.pipeline(transaction=True) as pipe:
                 self._append(pipe, request, entry)
                 await pipe.execute()
+        metrics.CONSENT_TRANSITIONS.labels(kind=entry.action.value).inc()
         return True
 
     async def apply(self, request_id: str, rule: Callable[[ConsentRequest], Outcome], what: str) -> Outcome:
@@ -262,6 +265,8 @@ class ConsentStore:
             return outcome
 
         outcome = await self.state.atomically(what, [key], body)
+        for entry in outcome.audit:  # counted once the transaction is made (it may have been run again)
+            metrics.CONSENT_TRANSITIONS.labels(kind=entry.action.value).inc()
         if not outcome.changed:
             for entry in outcome.audit:
                 await self._append_refusal(outcome.request, entry)

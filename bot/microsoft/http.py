@@ -26,6 +26,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from bot import metrics
 from bot.microsoft.errors import ApiError, MicrosoftError, TransportError, api_error_class
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,7 @@ class MicrosoftHttp:
             # Log the path only: the query can be long, and headers carry the bearer token.
             log.debug("%s %s %s -> %s in %.0f ms", service, method, response.request.url.path, response.status_code,
                       (time.monotonic() - started) * 1000)
+        metrics.MICROSOFT_REQUESTS.labels(api=service, status=metrics.status_label(response.status_code)).inc()
         pct = response.headers.get("x-ms-throttle-limit-percentage")
         if pct:
             log.info("%s throttle limit at %s of quota", service, pct)
@@ -335,6 +337,7 @@ class MicrosoftHttp:
             if retryable and attempt < self.policy.max_attempts and not too_long:
                 delay = self.delay_for(attempt, retry_after)
                 log.warning("%s %s -> %d, retry %d in %.1fs", service, method, response.status_code, attempt, delay)
+                metrics.THROTTLE_WAIT_SECONDS.labels(api=service).inc(delay)
                 await self.sleep(delay)
                 continue
             code, message = error_parser(response)

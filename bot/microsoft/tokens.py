@@ -29,6 +29,7 @@ import requests.adapters
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from bot import metrics
 from bot.logging import redact, register_secrets
 from bot.microsoft.errors import (
     AppNotInTenant,
@@ -146,7 +147,9 @@ def _shared_session(timeout: float) -> requests.Session:
         # Every login round trip counts (OIDC discovery as well as token requests); msal runs this in a worker
         # thread that inherits the caller's context, so the caller's round-trip scope sees it.
         record_round_trip("login")
-        return send(*args, **kwargs)
+        response = send(*args, **kwargs)
+        metrics.MICROSOFT_REQUESTS.labels(api="login", status=metrics.status_label(response.status_code)).inc()
+        return response
 
     session.request = counted  # type: ignore[method-assign]
     return session

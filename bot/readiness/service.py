@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from bot import metrics, ops
 from bot.microsoft import MicrosoftClients
 from bot.microsoft.errors import (
     AppNotInTenant,
@@ -145,6 +146,8 @@ class ReadinessService:
             "duration_ms": round((time.perf_counter() - started) * 1000),
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         })
+        metrics.READINESS_CHECKS.labels(verdict=report.verdict.value).inc()
+        metrics.READINESS_SECONDS.observe(time.perf_counter() - started)
         if self.cache is not None and report.verdict is not Verdict.unknown:
             # An "unknown" is never cached: the next try should ask Microsoft again.
             await self.cache.set_text(self._report_key(request), report.model_dump_json(),
@@ -192,6 +195,7 @@ class ReadinessService:
                       f"cannot read its grants ({type(error).__name__}).")
         elif isinstance(error, BadClientSecret):
             reason = "the bot's own client secret was rejected (expired or wrong): an operator must renew it."
+            ops.note_rejected_secret(error.aadsts, error.message)
         elif isinstance(error, TokenError | MicrosoftError):
             reason = error.message
         else:

@@ -828,6 +828,11 @@ class FakeMicrosoft:
         self.audit_queries: list[str] = []  # every directoryAudits $filter asked, for tests of the query
         self.expires_in = expires_in
         self.expired_secret = False  # answer the right secret with AADSTS7000222
+        # The checking app's own registration, listed by `GET /applications` in its home tenant only.
+        self.home_tenant_id: str | None = None
+        self.application_read_granted = True  # False: 403 Authorization_RequestDenied, as Graph answers
+        self.password_credentials: list[dict[str, Any]] = []  # see `password_credential`
+        self.key_credentials: list[dict[str, Any]] = []
         self.tenants: dict[str, TenantScenario] = {}
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
@@ -1479,6 +1484,8 @@ class FakeMicrosoft:
                 )
             items = self._directory_roles(scenario) if is_target else []
             return self._collection(f"{ctx}directoryRoles", items, path, query, flt)
+        if rest == "/applications":
+            return self._applications(scenario, ctx, path, query, flt)
         if rest == "/oauth2PermissionGrants":
             return self._collection(f"{ctx}oauth2PermissionGrants", self._grants(scenario), path, query, flt)
         if rest == "/auditLogs/directoryAudits":
@@ -1546,6 +1553,27 @@ class FakeMicrosoft:
             items = chunk
         page["value"] = items
         return 200, {}, page
+
+    def _applications(
+        self, scenario: TenantScenario, ctx: str, path: str, query: Mapping[str, str], flt: str | None
+    ) -> tuple[int, dict[str, str], Any]:
+        """The checking app's registration in its home tenant (https://learn.microsoft.com/en-us/graph/api/
+        application-list); without Application.Read.All, the 403 Graph documents for missing permissions
+        (https://learn.microsoft.com/en-us/graph/errors: 403 Forbidden, code Authorization_RequestDenied)."""
+        if not self.application_read_granted:
+            return 403, {}, _graph_error("Authorization_RequestDenied",
+                                         "Insufficient privileges to complete the operation.")
+        items: list[dict[str, Any]] = []
+        if scenario.tenant_id == self.home_tenant_id:
+            items.append({
+                "id": _object_id(scenario.tenant_id, "checking-app-registration"),
+                "appId": self.client_id,
+                "displayName": "itdr-bot readiness check",
+                "signInAudience": "AzureADMultipleOrgs",
+                "keyCredentials": list(self.key_credentials),
+                "passwordCredentials": list(self.password_credentials),
+            })
+        return self._collection(f"{ctx}applications", items, path, query, flt)
 
     def _directory_audits(
         self, scenario: TenantScenario, ctx: str, path: str, query: Mapping[str, str], flt: str | None
@@ -1947,6 +1975,22 @@ class FakeMicrosoft:
             "program. Check the spelling of the name, or if a path was included, verify that the path is "
             "correct and try again."
         )
+
+
+def password_credential(secret: str, end: dt.datetime, *, display_name: str = "itdr-bot") -> dict[str, Any]:
+    """A passwordCredential as Graph lists it: the documented sample of
+    https://learn.microsoft.com/en-us/graph/api/resources/passwordcredential (JSON representation), with
+    `secretText` null (Graph returns it only when the secret is created) and `hint` its first 3 characters."""
+    start = end - dt.timedelta(days=365)
+    return {
+        "customKeyIdentifier": None,
+        "displayName": display_name,
+        "endDateTime": end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "hint": secret[:3],
+        "keyId": str(uuid.uuid4()),
+        "secretText": None,
+        "startDateTime": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
 
 
 def _graph_error(code: str, message: str) -> dict[str, Any]:

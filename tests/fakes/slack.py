@@ -9,6 +9,7 @@ when any appear). Run it in the test's event loop: `fake = await FakeSlack().sta
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class FakeSlack(LocalSlack):
         self.socket_messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._socket_connected = asyncio.Event()
         self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list answers, by group id
+        # Every Web API answer carries the token's granted scopes in `x-oauth-scopes` (comma-separated), per
+        # https://api.slack.com/scopes ("Scopes and permissions": "x-oauth-scopes lists the scopes this token has").
+        self.scopes: list[str] = ["commands", "chat:write", "usergroups:read"]
+        self.clock_offset = 0.0  # seconds added to the `Date` header: a skewed Slack clock
 
     # ----------------
     #  lifecycle
@@ -196,7 +201,9 @@ class FakeSlack(LocalSlack):
             return web.json_response({"ok": False, "error": "invalid_blocks", "errors": problems})
         call.response = self.answer(method, args)
         await self._record(call)
-        return web.json_response(call.response)
+        return web.json_response(call.response, headers={
+            "x-oauth-scopes": ",".join(self.scopes),
+            "Date": email.utils.formatdate(time.time() + self.clock_offset, usegmt=True)})
 
     def _check(self, method: str, args: dict[str, Any]) -> list[str]:
         if method.startswith("chat."):
