@@ -120,6 +120,7 @@ class OpsMonitor:
                     await self.check_credentials()
                 await self.check_sweep()
                 await self.check_noted()
+                await self.check_reset()
             except StateUnavailable as exc:
                 log.info("ops monitor: %s", exc)
             except Exception:  # the monitor must outlive any one failure
@@ -206,6 +207,17 @@ class OpsMonitor:
             title, detail = (f"The checking app's {what} expires in {max(1, round(left))} days",
                              f"It ends on {_when(end)}; then every readiness check and sweep fails.")
         await self.notify(notice, ttl, "credential-expiry", title, detail, fix)
+
+    async def check_reset(self) -> None:
+        """Redis lost the bot's state (a flush, a failover to an empty replica, an eviction) since this worker
+        started: told once per reset, across workers (the notice is claimed in the new state)."""
+        reset = await self.runtime.state_reset()
+        if reset is None:
+            return
+        await self.notify(f"state-reset:{reset.value}", 30 * 86400, "state-reset", "Redis lost the bot's state",
+                          reset.reset_sentence(),
+                          "make Redis keep its data (appendonly yes, maxmemory-policy noeviction: `itdr doctor` "
+                          "checks both), then watch the tenants again (`itdr tenants import FILE.csv`)")
 
     async def check_sweep(self) -> None:
         """A scheduled sweep that did not start, or did not finish, on time (only while tenants are watched)."""

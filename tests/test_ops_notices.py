@@ -198,3 +198,17 @@ async def test_an_ops_channel_the_bot_is_not_in_gets_a_warning_line_once(
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "bot.ops_monitor"]
     assert "expires in 10 days" in warning and "not posted to ITDR_OPS_CHANNEL: not_in_channel" in warning
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_a_state_reset_is_told_once_across_two_workers(
+        home: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> None:
+    settings = ops_settings(home, fake_slack, redis_url, redis_prefix)
+    async with worker(settings) as first, worker(settings) as second:
+        told_before = len(ops_posts(fake_slack))
+        state = first.runtime.state
+        async with state.guard("forget the state") as redis:  # what a flush does to the bot's keys
+            await redis.delete(state.key("epoch"))
+        await asyncio.gather(first.check_reset(), second.check_reset(), first.check_reset())
+    resets = [post for post in ops_posts(fake_slack)[told_before:] if post["text"].startswith("Redis lost")]
+    assert len(resets) == 1
+    assert "The bot's state was reset on" in resets[0]["text"] and "appendonly" in resets[0]["text"]
