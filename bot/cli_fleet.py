@@ -181,9 +181,7 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
         return _fail(args, exc.message)
 
     async def work(runtime: Any) -> int:
-        store = runtime.drift.store
-        matches = await store.find(tenant.value)
-        ended = sum([await store.unwatch(t.id, args.channel) for t in matches])
+        ended, _ = await runtime.drift.unwatch_matching(tenant.value, args.channel)
         print(f"{counted(ended, 'subscription')} ended.")
         return EXIT_OK if ended else EXIT_FAIL
 

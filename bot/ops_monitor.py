@@ -90,7 +90,7 @@ class OpsMonitor:
             with contextlib.suppress(StateUnavailable):
                 now = self.clock()
                 # The sweep's own record says when it started (a sweep started by hand or at start-up included).
-                progress = await self.runtime.drift.store.progress(str((job.kwargs or {}).get("sweep")))
+                progress = await self.runtime.drift.progress(str((job.kwargs or {}).get("sweep")))
                 started = progress.started if progress is not None else (await self.store.sweep_times())[0]
                 if progress is not None:
                     await self.store.sweep_event("started", progress.started)
@@ -223,7 +223,7 @@ class OpsMonitor:
         """A scheduled sweep that did not start, or did not finish, on time (only while tenants are watched)."""
         settings = self.settings
         now = self.clock()
-        if not await self.runtime.drift.store.tenant_ids():
+        if not await self.runtime.drift.tenant_ids():
             return
         started, finished = await self.store.sweep_times()
         due = croniter(settings.itdr_sweep_cron, now).get_prev(dt.datetime)

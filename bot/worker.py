@@ -33,7 +33,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.consent.service import is_satisfied
-from bot.drift.model import Change, ChangeKind
 from bot.drift.pacing import ChannelPacer
 from bot.drift.sweep import (
     MAX_RESCHEDULES,
@@ -44,14 +43,12 @@ from bot.drift.sweep import (
     PromptWorker,
     finish_now,
     queue_for,
-    start_sweep,
 )
 from bot.microsoft.http import Priority
-from bot.microsoft.tenant import is_guid
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
 from bot.ops_monitor import OpsMonitor
 from bot.readiness.fix_service import FIX_RECHECK_JOB
-from bot.readiness.model import CheckStatus, Verdict
+from bot.readiness.model import Verdict
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
 from bot.store import QUEUE_BLOCK_SECONDS, redis_fault
@@ -106,7 +103,7 @@ def _runtime(ctx: dict[str, Any]) -> Runtime:
 
 async def sweep(ctx: dict[str, Any]) -> str:
     runtime = _runtime(ctx)
-    return await start_sweep(ctx["queue"], runtime.drift.store, runtime.settings, now=datetime.now(UTC))
+    return await runtime.drift.start_sweep(ctx["queue"], runtime.settings, now=datetime.now(UTC))
 
 
 async def check_tenant(ctx: dict[str, Any], *, tenant: str, sweep: str | None = None) -> str:
@@ -119,48 +116,30 @@ async def check_tenant(ctx: dict[str, Any], *, tenant: str, sweep: str | None = 
         log.info("tenant %s throttled: checking again in %.0f s (attempt %d)", tenant, report.retry_after,
                  job.attempts)
         raise Rescheduled(tenant)
-    now = datetime.now(UTC)
-    if sweep is None:
-        change = await runtime.drift.observe(tenant, report, now=now)
-    else:  # counted for the sweep only with its change's actor recorded (or why it could not be read)
-        change = await runtime.drift.record(tenant, report, now=now, sweep=sweep)
-    if not is_guid(tenant) or (change is not None and change.kind is ChangeKind.baseline):
-        await runtime.drift.store.settle(tenant, report.tenant)  # imported by domain, or first read: name and GUID
-    if sweep is not None:
-        progress = await runtime.drift.store.progress(sweep)
-        if progress is not None and not progress.done and progress.checked >= progress.tenants:
-            await finish_now(ctx["queue"], sweep)
+    change, complete = await runtime.drift.sweep_tenant(tenant, report, now=datetime.now(UTC), sweep=sweep)
+    if complete and sweep is not None:
+        await finish_now(ctx["queue"], sweep)
     return change.kind.value if change is not None else "counted"
 
 
 async def finish_sweep(ctx: dict[str, Any], *, sweep: str) -> int:
     """Announce the sweep's changes once; the number of tenants announced."""
     runtime = _runtime(ctx)
-    store = runtime.drift.store
-    changes = await store.take_changes(sweep, datetime.now(UTC))
-    if not changes:
+    per_channel = await runtime.drift.announcements(sweep, datetime.now(UTC))
+    if not per_channel:
         return 0
-    now = datetime.now(UTC)
-    snapshots = await store.snapshots([change.tenant for change in changes])
-    per_channel: dict[str, list[Change]] = {}
-    for change in changes:
-        snapshot = snapshots.get(change.tenant)
-        if snapshot is not None and snapshot.snoozed(now):
-            continue
-        for channel in await store.channels_of(change.tenant):
-            per_channel.setdefault(channel, []).append(change)
     announced: set[str] = set()
     for channel, channel_changes in per_channel.items():
         if len(channel_changes) > runtime.settings.itdr_digest_threshold:
-            await _queue_post(ctx["queue"], channel, digest_message(channel_changes, runtime.catalog),
+            await _queue_post(ctx["queue"], channel,
+                              digest_message([change for change, _ in channel_changes], runtime.catalog),
                               f"{sweep}:{channel}:digest")
         else:
-            for change in channel_changes:
-                who = await store.who(sweep, change.tenant)
+            for change, who in channel_changes:
                 await _queue_post(ctx["queue"], channel, drift_message(change, runtime.catalog, who),
                                   f"{sweep}:{channel}:{change.tenant}", tenant=change.tenant)
-        announced.update(change.tenant for change in channel_changes)
-    await store.count_notified(sweep, len(announced))
+        announced.update(change.tenant for change, _ in channel_changes)
+    await runtime.drift.count_notified(sweep, len(announced))
     return len(announced)
 
 
@@ -177,8 +156,8 @@ async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: 
     subscription broken instead of failing the sweep."""
     runtime = _runtime(ctx)
     job: Job = ctx["job"]
-    store = runtime.drift.store
-    if not await store.claim(f"posted:{notification}", POSTED_TTL_SECONDS):
+    drift = runtime.drift
+    if not await drift.claim_post(notification, POSTED_TTL_SECONDS):
         return "already posted"
     pacer: ChannelPacer = ctx["pacer"]
     await pacer.wait(channel)
@@ -187,9 +166,9 @@ async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: 
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "")
         if error in NOT_IN_CHANNEL:
-            await store.mark_broken(channel, tenant or "*", f"{error}: {NOT_IN_CHANNEL[error]}")
+            await drift.mark_broken(channel, tenant or "*", f"{error}: {NOT_IN_CHANNEL[error]}")
             return f"broken: {error}"
-        await store.release(f"posted:{notification}")
+        await drift.release_post(notification)
         if error == "ratelimited":  # come back when Slack says, and hold the channel for every worker till then
             retry_after = float(exc.response.headers.get("Retry-After", 1))
             await pacer.hold(channel, retry_after)
@@ -199,7 +178,7 @@ async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: 
             raise Rescheduled(channel) from None
         raise
     except Exception:
-        await store.release(f"posted:{notification}")
+        await drift.release_post(notification)
         raise
     return "posted"
 
@@ -236,22 +215,17 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
 
 async def announce_revision(runtime: Runtime, queue: RedisQueue) -> bool:
     """Announce a catalog revision no worker announced yet; True when this worker did."""
-    store = runtime.drift.store
+    drift = runtime.drift
     latest = runtime.catalog.latest.version
-    before = await store.claim_announcement(latest)
+    before = await drift.claim_announcement(latest)
     if before is None:
         return False
     diff = runtime.catalog.diff(before, latest)
-    tenants = await store.tenant_ids()
-    snapshots = await store.snapshots(tenants)
-    added = {f"{item.api.value}.{item.name}" for item in diff.added}
-    lacking = sum(1 for tenant in tenants if any(
-        (snapshot := snapshots.get(tenant)) is None or snapshot.statuses.get(check) is not CheckStatus.passed
-        for check in added))
-    message = revision_message(diff, runtime.catalog, lacking=lacking, watched=len(tenants))
-    for channel in await store.all_channels():
+    lacking, watched = await drift.lacking({f"{item.api.value}.{item.name}" for item in diff.added})
+    message = revision_message(diff, runtime.catalog, lacking=lacking, watched=watched)
+    for channel in await drift.all_channels():
         await _queue_post(queue, channel, message, f"revision:{latest}:{channel}")
-    await start_sweep(queue, store, runtime.settings, now=datetime.now(UTC))
+    await drift.start_sweep(queue, runtime.settings, now=datetime.now(UTC))
     log.info("announced revision %s (after %s) to watching channels", latest, before)
     return True
 

@@ -106,11 +106,6 @@ class Change(BaseModel):
     def announce(self) -> bool:
         return self.kind in (ChangeKind.changed, ChangeKind.unknown)
 
-    def fingerprint(self) -> str:
-        """Identifies this change, so the same change is never announced twice (a job run again after a crash)."""
-        parts = [self.kind.value, self.tenant, self.at.isoformat()]
-        return "|".join(parts)
-
 
 def observe(previous: Snapshot | None, report: Report, *, now: datetime) -> tuple[Snapshot, Change]:
     """The new snapshot and what changed, from the last snapshot and a new report."""

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from saq.queue.redis import RedisQueue
+
 from bot.drift import model
 from bot.drift.audit import Revocations, revocations
 from bot.drift.fleet import PAGE, Fleet, tally
-from bot.drift.model import Change, Snapshot
-from bot.drift.store import DriftStore, WatchedTenant
+from bot.drift.model import Change, ChangeKind, Snapshot
+from bot.drift.store import DriftStore, SweepProgress, WatchedTenant
+from bot.drift.sweep import start_sweep
 from bot.microsoft.http import Priority
-from bot.readiness.model import Report
+from bot.microsoft.tenant import is_guid
+from bot.readiness.model import CheckStatus, Report
 from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolved
+from bot.settings import Settings
 from catalog import Catalog, Kind
 
 #: Up to this many tenants, a summary out of date is computed on the spot (a fraction of the ack's time).
@@ -78,6 +83,89 @@ class DriftService:
         who = await self.who(preview, report.app_object_id) if preview.drifted else None
         return await self.store.update_snapshot(
             tenant_id, lambda snapshot: model.observe(snapshot, report, now=now), sweep=sweep, who=who)
+
+    async def sweep_tenant(self, tenant_id: str, report: Report, *, now: datetime,
+                           sweep: str | None) -> tuple[Change | None, bool]:
+        """One tenant's part of a sweep: its change recorded (with who did it, see `record`), a tenant watched by
+        domain (or read for the first time) filed under its GUID and name; and whether the sweep is now complete
+        (every tenant counted, not finished yet), so the caller can queue its announcement."""
+        if sweep is None:  # a job carried over without its sweep: the snapshot still moves on
+            change = await self.observe(tenant_id, report, now=now)
+        else:
+            change = await self.record(tenant_id, report, now=now, sweep=sweep)
+        if not is_guid(tenant_id) or (change is not None and change.kind is ChangeKind.baseline):
+            await self.store.settle(tenant_id, report.tenant)
+        if sweep is None:
+            return change, False
+        progress = await self.store.progress(sweep)
+        return change, progress is not None and not progress.done and progress.checked >= progress.tenants
+
+    async def start_sweep(self, queue: RedisQueue, settings: Settings, *, now: datetime) -> str:
+        return await start_sweep(queue, self.store, settings, now=now)
+
+    async def progress(self, sweep: str) -> SweepProgress | None:
+        return await self.store.progress(sweep)
+
+    async def announcements(self, sweep: str, now: datetime
+                            ) -> dict[str, list[tuple[Change, Revocations | None]]]:
+        """The sweep's changes to announce, per watching channel, each with who did it; taken once (a finish run
+        again finds nothing). Snoozed tenants are left out."""
+        changes = await self.store.take_changes(sweep, now)
+        if not changes:
+            return {}
+        snapshots = await self.store.snapshots([change.tenant for change in changes])
+        per_channel: dict[str, list[tuple[Change, Revocations | None]]] = {}
+        for change in changes:
+            snapshot = snapshots.get(change.tenant)
+            if snapshot is not None and snapshot.snoozed(now):
+                continue
+            who = await self.store.who(sweep, change.tenant)
+            for channel in await self.store.channels_of(change.tenant):
+                per_channel.setdefault(channel, []).append((change, who))
+        return per_channel
+
+    async def count_notified(self, sweep: str, count: int) -> None:
+        await self.store.count_notified(sweep, count)
+
+    async def claim_post(self, notification: str, ttl: int) -> bool:
+        return await self.store.claim(f"posted:{notification}", ttl)
+
+    async def release_post(self, notification: str) -> None:
+        await self.store.release(f"posted:{notification}")
+
+    async def mark_broken(self, channel: str, tenant: str, reason: str) -> None:
+        await self.store.mark_broken(channel, tenant, reason)
+
+    async def claim_announcement(self, latest: str) -> str | None:
+        return await self.store.claim_announcement(latest)
+
+    async def lacking(self, checks: set[str]) -> tuple[int, int]:
+        """How many watched tenants lack any of `checks` (never read counts as lacking), of how many watched."""
+        tenants = await self.store.tenant_ids()
+        snapshots = await self.store.snapshots(tenants)
+        lacking = sum(1 for tenant in tenants if any(
+            (snapshot := snapshots.get(tenant)) is None or snapshot.statuses.get(check) is not CheckStatus.passed
+            for check in checks))
+        return lacking, len(tenants)
+
+    async def all_channels(self) -> list[str]:
+        return await self.store.all_channels()
+
+    async def tenant_ids(self) -> list[str]:
+        return await self.store.tenant_ids()
+
+    async def channels_of(self, tenant: str) -> list[str]:
+        return await self.store.channels_of(tenant)
+
+    async def unwatch_matching(self, tenant: str, channel: str | None) -> tuple[int, str | None]:
+        """End the subscriptions of a tenant named by GUID or domain (in `channel`, or everywhere): how many, and
+        the tenant's label (None when nothing matched)."""
+        matches = await self.store.find(tenant)
+        ended = sum([await self.store.unwatch(t.id, channel) for t in matches])
+        return ended, matches[0].label if matches else None
+
+    async def unwatch(self, tenant_id: str, channel: str) -> int:
+        return await self.store.unwatch(tenant_id, channel)
 
     async def who(self, change: Change, app_object_id: str | None) -> Revocations | None:
         """The directory audit behind revoked permissions and roles, or the app disabled or deleted; None when

@@ -33,7 +33,7 @@ async def _tenant(body: dict[str, Any], action: dict[str, Any], drift: DriftServ
     except (ValueError, AttributeError):
         tenant = ""
     channel = (body.get("channel") or {}).get("id", "")
-    if not tenant or channel not in await drift.store.channels_of(tenant):
+    if not tenant or channel not in await drift.channels_of(tenant):
         await respond(**notice_message("This channel does not watch that tenant (any more).").to_response())
         return None
     return tenant

@@ -59,7 +59,7 @@ async def watch(
         await client.chat_postMessage(channel=channel, text=confirmation.text, blocks=confirmation.blocks)
     except SlackApiError as exc:
         if new:
-            await drift.store.unwatch(tenant_id, channel)
+            await drift.unwatch(tenant_id, channel)
         error = str(exc.response.get("error") or "error")
         await respond(**notice_message(NOT_IN_CHANNEL.get(error, f"I cannot post in that channel ({error}).")
                                        + (" Nothing is watched yet." if new else "")).to_response())
@@ -75,9 +75,8 @@ async def unwatch(ack: AsyncAck, command: dict[str, Any], drift: DriftService, r
         await ack(**notice_message(exc.message).to_ack())
         return
     channel = command["channel_id"]
-    matches = await drift.store.find(tenant.value)
-    ended = sum([await drift.store.unwatch(t.id, channel) for t in matches])
-    text = (f"This channel no longer watches {matches[0].label}." if ended else
+    ended, label = await drift.unwatch_matching(tenant.value, channel)
+    text = (f"This channel no longer watches {label}." if ended else
             f"This channel does not watch {tenant.value}.")
     await ack(**notice_message(text).to_ack())
 

@@ -34,7 +34,7 @@ async def handle_drift_ack_submission(
         await ack(response_action="errors", errors={BlockId.DRIFT_ACK_REASON.value: "An acknowledgement needs a "
                                                                                      "reason."})
         return
-    if target.channel not in await drift.store.channels_of(target.tenant):
+    if target.channel not in await drift.channels_of(target.tenant):
         await ack(response_action="errors", errors={BlockId.DRIFT_ACK_REASON.value: "That channel does not watch "
                                                                                      "the tenant any more."})
         return
