@@ -317,13 +317,15 @@ class DriftStore:
             pipe.multi()
             pipe.set(key, pack(snapshot.model_dump_json()))
             pipe.incr(self.key("fleet", "generation"))
-            if sweep is not None:
+            if sweep is not None:  # a sweep that never finishes still leaves nothing behind for long
                 pipe.sadd(self.key("sweep", sweep, "done"), tenant)
+                pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
                 if change is not None and change.announce:
                     if who is not None:  # under the change's GUID, which finish reads, even for a domain watch
                         pipe.set(self.key("sweep", sweep, "who", change.tenant), json.dumps(who.to_json()),
                                  ex=SWEEP_TTL_SECONDS)
                     pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
+                    pipe.expire(self.key("sweep", sweep, "changes"), SWEEP_TTL_SECONDS)
                     pipe.hincrby(self.key("sweep", sweep), "changed", 1)
                 if change is not None and change.verdict_after is Verdict.unknown:
                     pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
