@@ -8,9 +8,13 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from catalog import Catalog, UnknownVersion, load_catalog, normalize
+
+if TYPE_CHECKING:  # the command line imports what a command needs only when it runs (a fast `itdr why`)
+    from bot.microsoft.tenant import TenantRef
+    from bot.settings import Settings
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
 
@@ -112,18 +116,15 @@ def _usage_error(args: argparse.Namespace, message: str) -> int:
     return EXIT_USAGE
 
 
-def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
-    import asyncio
-
-    from bot import terminal
+def _tenant_asked(args: argparse.Namespace, catalog: Catalog) -> tuple[Settings, TenantRef, str] | int:
+    """`TENANT [--version vN]` of `check` and `fix`, with the settings to read it: bad input gets its answer (an
+    exit status) before any configuration or network is touched."""
     from bot.cli_slack import settings_for
     from bot.microsoft.errors import InvalidTenant
     from bot.microsoft.tenant import parse_tenant
-    from bot.readiness.model import Report, Verdict
-    from bot.runtime import Runtime
     from bot.settings import Mode
 
-    try:  # bad input gets its answer before any configuration or network is touched
+    try:
         tenant = parse_tenant(args.tenant)
         version = (catalog.revision(args.version) if args.version else catalog.latest).version
     except InvalidTenant as exc:
@@ -133,6 +134,21 @@ def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
         return EXIT_USAGE
     if not settings.readiness_configured:
         return _usage_error(args, NOT_CONFIGURED)
+    return settings, tenant, version
+
+
+def cmd_check(args: argparse.Namespace, catalog: Catalog) -> int:
+    import asyncio
+
+    from bot import terminal
+    from bot.readiness.model import Report, Verdict
+    from bot.runtime import Runtime
+    from bot.settings import Mode
+
+    asked = _tenant_asked(args, catalog)
+    if isinstance(asked, int):
+        return asked
+    settings, tenant, version = asked
 
     async def check() -> Report:
         async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:
@@ -152,23 +168,14 @@ def cmd_fix(args: argparse.Namespace, catalog: Catalog) -> int:
     from datetime import UTC, datetime
 
     from bot import terminal
-    from bot.cli_slack import settings_for
-    from bot.microsoft.errors import InvalidTenant
-    from bot.microsoft.tenant import parse_tenant
     from bot.readiness.fix import Plan, PlanRefused, script
     from bot.runtime import Runtime
     from bot.settings import Mode
 
-    try:  # bad input gets its answer before any configuration or network is touched
-        tenant = parse_tenant(args.tenant)
-        version = (catalog.revision(args.version) if args.version else catalog.latest).version
-    except InvalidTenant as exc:
-        return _usage_error(args, exc.message)
-    settings = settings_for(Mode.CLI)
-    if settings is None:
-        return EXIT_USAGE
-    if not settings.readiness_configured:
-        return _usage_error(args, NOT_CONFIGURED)
+    asked = _tenant_asked(args, catalog)
+    if isinstance(asked, int):
+        return asked
+    settings, tenant, version = asked
 
     async def plan() -> Plan:
         async with Runtime.open(settings, Mode.CLI, catalog=catalog) as runtime:

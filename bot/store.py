@@ -234,9 +234,15 @@ class State:
     async def epoch(self) -> Epoch:
         """The epoch of the state in Redis, written now when there is none (a first start, or lost data)."""
         key = self.key("epoch")
-        async with self.guard("read the state's epoch") as redis:
-            await redis.set(key, f"{time.time_ns() // 1_000_000}-{secrets.token_hex(3)}", nx=True)
-            raw = await redis.get(key)
+        fresh = f"{time.time_ns() // 1_000_000}-{secrets.token_hex(3)}"
+        async with self.guard("read the state's epoch") as redis, redis.pipeline(transaction=True) as pipe:
+            # SET NX then GET in one MULTI: a flush between the two would otherwise read back nothing
+            # (SET … NX GET would do it in one command, but only from Redis 7; the embedded server is 6.2).
+            pipe.set(key, fresh, nx=True)
+            pipe.get(key)
+            _, raw = await pipe.execute()
+        if raw is None:
+            return Epoch(fresh)
         return Epoch(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def reset_since(self, known: Epoch | str | None) -> Epoch | None:
