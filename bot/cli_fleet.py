@@ -92,7 +92,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while True:
             progress = await store.progress(sweep)
-            if progress is not None and progress.done:
+            if progress is not None and progress.delivered:  # finished, and its announcements posted
                 break
             if live and progress is not None:
                 line = _progress_line(progress)
@@ -119,6 +119,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _progress_line(progress: Any) -> str:
+    if progress.done:
+        return f"Announcing: {progress.pending} still to post ({progress.notified} tenants notified so far)"
     return f"Sweeping: {progress.checked}/{progress.tenants} checked, {progress.changed} changed so far"
 
 

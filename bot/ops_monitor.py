@@ -79,14 +79,11 @@ class OpsMonitor:
 
     async def after_job(self, ctx: dict[str, Any]) -> None:
         """The sweep's end (for `itdr doctor` and the late-sweep notice) and the worker's metrics."""
-        from bot.worker import Rescheduled  # the worker module builds this monitor
-
         job: Job | None = ctx.get("job")
         if job is None:
             return
         complete = job.status is JobStatus.COMPLETE
         if job.function == JobName.FINISH.value and complete:
-            metrics.CHANGES_ANNOUNCED.inc(job.result if isinstance(job.result, int) else 0)
             with contextlib.suppress(StateUnavailable):
                 now = self.clock()
                 # The sweep's own record says when it started (a sweep started by hand or at start-up included).
@@ -99,13 +96,6 @@ class OpsMonitor:
                     metrics.SWEEP_SECONDS.observe(max(0.0, (now - started).total_seconds()))
         elif job.function == JobName.CHECK.value and complete and (job.kwargs or {}).get("sweep"):
             metrics.SWEEP_TENANTS.inc()
-        elif job.function == JobName.POST.value:
-            exception = ctx.get("exception")
-            if complete:
-                result = "failed" if str(job.result).startswith("broken") else "ok"
-            else:
-                result = "rate_limited" if isinstance(exception, Rescheduled) else "failed"
-            metrics.SLACK_POSTS.labels(result=result).inc()
 
     async def _run(self) -> None:
         last_check = 0.0

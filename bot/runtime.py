@@ -30,6 +30,7 @@ from bot.consent.signing import Signer
 from bot.consent.store import ConsentStore
 from bot.drift.service import DriftService
 from bot.drift.store import DriftStore
+from bot.drift.sweep import queue_for
 from bot.readiness.fix_service import FixService
 from bot.readiness.limits import CheckLimits
 from bot.readiness.service import ReadinessService
@@ -70,7 +71,6 @@ class Runtime:
     @functools.cached_property
     def fixes(self) -> FixService:
         """Fix plans posted in Slack and their scheduled re-checks (SAQ jobs on the workers' queue)."""
-        from bot.drift.sweep import queue_for
         from bot.readiness.fix_service import FixService
 
         return FixService(self.readiness, self.state, queue_for(self.redis, self.settings),
@@ -117,7 +117,8 @@ class Runtime:
                 await _warn_without_persistence(redis.state)
                 await _warn_on_eviction(redis.state)
             epoch = await _epoch(redis.state)
-            drift = DriftService(catalog, DriftStore(redis.state), service)
+            queue = functools.cache(lambda: queue_for(redis, settings))  # made on first use, one per process
+            drift = DriftService(catalog, DriftStore(redis.state), service, queue=queue)
             background = BackgroundTasks()
             stack.push_async_callback(background.drain, BACKGROUND_DRAIN_SECONDS)  # first to run at close
             yield cls(settings=settings, mode=mode, catalog=catalog, redis=redis, http=http, slack=slack,

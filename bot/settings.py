@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     itdr_consent_poll_seconds: int = Field(default=120, ge=5, le=3600)
     # A job running longer is taken for lost (its worker died) and run again: above the check deadline.
     itdr_job_timeout_seconds: int = Field(default=75, ge=5, le=3600)
+    # A worker delivering a channel's announcements holds it this long past each post; one that died is replaced
+    # after this (and the periodic look, every ITDR_DELIVERY_CHECK_SECONDS, finds what it left).
+    itdr_delivery_lease_seconds: int = Field(default=30, ge=2, le=600)
+    itdr_delivery_check_seconds: int = Field(default=60, ge=1, le=3600)
 
     # --- validators ----------------------------------------------------------------------------
 

@@ -5,9 +5,13 @@ Jobs (see `bot.drift.sweep.JobName`):
 - `sweep` (cron ITDR_SWEEP_CRON, unique across workers): queue a check of every watched tenant;
 - `check_tenant`: check one tenant (Graph priority `low`), compare with its snapshot, record the change; a 429 or 503
   past the retries reschedules it after Retry-After (at most 3 times a sweep, then it counts as unknown);
-- `finish_sweep`: announce the sweep's changes, one message per tenant, or one digest per channel beyond
-  ITDR_DIGEST_THRESHOLD;
-- `post_message`: post in a channel, at most one message a second per channel, 429s honoured, nothing dropped;
+- `finish_sweep`: mark the sweep finished, so the announcements its checks recorded (see `bot.drift.outbox`) go
+  out, and queue their delivery; idempotent, so a finish cut short is simply run again;
+- `deliver_channel`: post a channel's due announcements under a lease, one message per tenant or one digest
+  beyond ITDR_DIGEST_THRESHOLD, at most one message a second per channel, 429s honoured, each removed from the
+  outbox only once Slack accepted it;
+- `deliver_pending` (every ITDR_DELIVERY_CHECK_SECONDS): queue a delivery for every channel with announcements
+  that no worker holds (what a killed or cancelled delivery left);
 - `poll_consents` (every ITDR_CONSENT_POLL_SECONDS): expire what is due, verify approved requests;
 - `summarise_fleet` (every minute, unique): recompute the fleet summary App Home and `/itdr fleet` read, when
   tenants were watched, unwatched, imported or read since it was computed.
@@ -33,14 +37,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.consent.service import is_satisfied
+from bot.drift.outbox import Pending
 from bot.drift.pacing import ChannelPacer
 from bot.drift.sweep import (
     MAX_RESCHEDULES,
-    RESULT_TTL_SECONDS,
     SUMMARY_TIMEOUT_SECONDS,
     JobName,
     PatientQueue,
     PromptWorker,
+    deliver_soon,
     finish_now,
     queue_for,
 )
@@ -60,8 +65,6 @@ from handlers.plans import mark_consented
 
 log = logging.getLogger(__name__)
 
-POST_RETRIES = 8
-POSTED_TTL_SECONDS = 2 * 24 * 3600
 #: SAQ's check for jobs lost with a killed worker runs at most this often; with the job timeout it bounds the delay
 #: before such a job runs again (75 + 30 s by default: within 2 minutes).
 STUCK_SWEEP_SECONDS = 30
@@ -69,6 +72,11 @@ STUCK_SWEEP_SECONDS = 30
 
 class Rescheduled(Exception):
     """Not a failure: Microsoft asked us to come back later (SAQ retries the same job after `retry_delay`)."""
+
+
+class LeaseLost(Exception):
+    """This worker's hold on a channel's delivery lapsed (it stalled past the lease) and another may post: stop
+    rather than post twice."""
 
 
 class _QuietReschedules(logging.Filter):
@@ -116,71 +124,112 @@ async def check_tenant(ctx: dict[str, Any], *, tenant: str, sweep: str | None = 
         log.info("tenant %s throttled: checking again in %.0f s (attempt %d)", tenant, report.retry_after,
                  job.attempts)
         raise Rescheduled(tenant)
-    change, complete = await runtime.drift.sweep_tenant(tenant, report, now=datetime.now(UTC), sweep=sweep)
+    recorded, complete = await runtime.drift.sweep_tenant(tenant, report, now=datetime.now(UTC), sweep=sweep)
     if complete and sweep is not None:
         await finish_now(ctx["queue"], sweep)
-    return change.kind.value if change is not None else "counted"
+    if recorded is None:
+        return "counted"
+    for channel in recorded.due:  # recorded after its sweep finished (or in none): announced now, not dropped
+        await deliver_soon(ctx["queue"], channel)
+    return recorded.change.kind.value
 
 
 async def finish_sweep(ctx: dict[str, Any], *, sweep: str) -> int:
-    """Announce the sweep's changes once; the number of tenants announced."""
+    """Mark the sweep finished, so its announcements may go out, and have them delivered; run again (by a retry, a
+    second worker, the fallback finish) it delivers what is still pending. The number of channels queued."""
     runtime = _runtime(ctx)
-    per_channel = await runtime.drift.announcements(sweep, datetime.now(UTC))
-    if not per_channel:
-        return 0
-    announced: set[str] = set()
-    for channel, channel_changes in per_channel.items():
-        if len(channel_changes) > runtime.settings.itdr_digest_threshold:
-            await _queue_post(ctx["queue"], channel,
-                              digest_message([change for change, _ in channel_changes], runtime.catalog),
-                              f"{sweep}:{channel}:digest")
-        else:
-            for change, who in channel_changes:
-                await _queue_post(ctx["queue"], channel, drift_message(change, runtime.catalog, who),
-                                  f"{sweep}:{channel}:{change.tenant}", tenant=change.tenant)
-        announced.update(change.tenant for change, _ in channel_changes)
-    await runtime.drift.count_notified(sweep, len(announced))
-    return len(announced)
+    await runtime.drift.finish(sweep, datetime.now(UTC))
+    return await deliver_pending(ctx)
 
 
-async def _queue_post(queue: RedisQueue, channel: str, message: Message, notification: str, *,
-                      tenant: str | None = None) -> None:
-    await queue.enqueue(JobName.POST.value, key=f"post:{notification}", channel=channel, text=message.text,
-                        blocks=message.blocks, notification=notification, tenant=tenant, retries=POST_RETRIES,
-                        retry_delay=2.0, retry_backoff=60.0, timeout=60, ttl=RESULT_TTL_SECONDS)
+async def deliver_pending(ctx: dict[str, Any]) -> int:
+    """Queue a delivery for every channel with announcements no worker is delivering (after a finish, and every
+    ITDR_DELIVERY_CHECK_SECONDS for what a killed or cancelled delivery left); the number queued."""
+    drift = _runtime(ctx).drift
+    queued = 0
+    for channel in await drift.outbox_channels():
+        if not await drift.leased(channel):
+            await deliver_soon(ctx["queue"], channel)
+            queued += 1
+    return queued
 
 
-async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: list[dict[str, Any]],
-                       notification: str, tenant: str | None = None) -> str:
-    """Post once (however often the job runs), paced per channel; a channel the bot cannot post in marks the
-    subscription broken instead of failing the sweep."""
+async def deliver_channel(ctx: dict[str, Any], *, channel: str) -> int:
+    """Post the channel's due announcements, paced; each is removed from the outbox only once Slack accepted it.
+    More changed tenants than ITDR_DIGEST_THRESHOLD make one digest. The number of messages posted."""
     runtime = _runtime(ctx)
-    job: Job = ctx["job"]
-    drift = runtime.drift
-    if not await drift.claim_post(notification, POSTED_TTL_SECONDS):
-        return "already posted"
-    pacer: ChannelPacer = ctx["pacer"]
-    await pacer.wait(channel)
+    drift, settings = runtime.drift, runtime.settings
+    lease_seconds = settings.itdr_delivery_lease_seconds
+    token = await drift.lease(channel, lease_seconds)
+    if token is None:
+        return 0  # another worker delivers the channel, and looks again before it lets go
+    posted = 0
     try:
-        await ctx["poster"].chat_postMessage(channel=channel, text=text, blocks=blocks)
+        while True:
+            due, dropped = await drift.deliverable(channel, datetime.now(UTC))
+            await drift.drop(channel, dropped)
+            if not due:
+                break
+            for message, entries in _messages(due, runtime, settings.itdr_digest_threshold):
+                if not await _post(ctx, channel, message, entries, token, lease_seconds):
+                    return posted  # the channel is broken: what is left was dropped
+                posted += 1
+    finally:
+        # Shielded: a cancelled job (timeout, shutdown) still lets go, so a retry need not wait out the lease.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(drift.release_lease(channel, token))
+    return posted
+
+
+def _messages(due: list[Pending], runtime: Runtime, threshold: int) -> list[tuple[Message, list[Pending]]]:
+    """What to post for a channel's due announcements, each with the entries it delivers, in the order recorded:
+    prepared messages (revisions) as they are; changes one message each, or one digest past `threshold`."""
+    prepared = [(Message(text=e.text or "", blocks=e.blocks or []), [e]) for e in due if e.change is None]
+    changes = [e for e in due if e.change is not None]
+    if len(changes) > threshold:
+        digest = digest_message([e.change for e in changes if e.change is not None], runtime.catalog)
+        return [*prepared, (digest, changes)]
+    return prepared + [(drift_message(e.change, runtime.catalog, e.who), [e]) for e in changes
+                       if e.change is not None]
+
+
+async def _post(ctx: dict[str, Any], channel: str, message: Message, entries: list[Pending], token: str,
+                lease_seconds: int) -> bool:
+    """Post one message and mark its entries delivered; False when the bot cannot post in the channel (the
+    subscriptions are marked broken and the channel's announcements dropped)."""
+    drift = _runtime(ctx).drift
+    pacer: ChannelPacer = ctx["pacer"]
+    # Held through the pacer's wait (a 429's Retry-After included) and the post itself.
+    if not await drift.renew_lease(channel, token, lease_seconds + await pacer.held_for(channel)):
+        raise LeaseLost(channel)
+    await pacer.wait(channel)
+    if not await drift.renew_lease(channel, token, lease_seconds):
+        raise LeaseLost(channel)
+    try:
+        await ctx["poster"].chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "")
+        metrics.SLACK_POSTS.labels(result="rate_limited" if error == "ratelimited" else "failed").inc()
         if error in NOT_IN_CHANNEL:
-            await drift.mark_broken(channel, tenant or "*", f"{error}: {NOT_IN_CHANNEL[error]}")
-            return f"broken: {error}"
-        await drift.release_post(notification)
+            due, dropped = await drift.deliverable(channel, datetime.now(UTC))
+            await drift.drop(channel, [*entries, *due, *dropped], broken=f"{error}: {NOT_IN_CHANNEL[error]}")
+            return False
         if error == "ratelimited":  # come back when Slack says, and hold the channel for every worker till then
             retry_after = float(exc.response.headers.get("Retry-After", 1))
             await pacer.hold(channel, retry_after)
+            job: Job = ctx["job"]
             job.retry_delay = retry_after
             job.retry_backoff = False
             job.retries = max(job.retries, job.attempts + 1)  # a rate limit is never a reason to drop a message
             raise Rescheduled(channel) from None
         raise
     except Exception:
-        await drift.release_post(notification)
+        metrics.SLACK_POSTS.labels(result="failed").inc()
         raise
-    return "posted"
+    await drift.delivered(channel, entries)
+    metrics.SLACK_POSTS.labels(result="ok").inc()
+    metrics.CHANGES_ANNOUNCED.inc(len({e.tenant for e in entries if e.tenant}))
+    return True
 
 
 async def summarise_fleet(ctx: dict[str, Any]) -> int:
@@ -214,17 +263,22 @@ async def poll_consents(ctx: dict[str, Any]) -> int:
 
 
 async def announce_revision(runtime: Runtime, queue: RedisQueue) -> bool:
-    """Announce a catalog revision no worker announced yet; True when this worker did."""
+    """Announce a catalog revision no worker announced yet (recorded with its announcements, once across every
+    worker) and sweep for it; True when this worker did."""
     drift = runtime.drift
     latest = runtime.catalog.latest.version
-    before = await drift.claim_announcement(latest)
+
+    async def message(before: str) -> tuple[str, list[dict[str, Any]]]:
+        diff = runtime.catalog.diff(before, latest)
+        lacking, watched = await drift.lacking({f"{item.api.value}.{item.name}" for item in diff.added})
+        announcement = revision_message(diff, runtime.catalog, lacking=lacking, watched=watched)
+        return announcement.text, announcement.blocks
+
+    before = await drift.announce_revision(latest, message, datetime.now(UTC))
     if before is None:
         return False
-    diff = runtime.catalog.diff(before, latest)
-    lacking, watched = await drift.lacking({f"{item.api.value}.{item.name}" for item in diff.added})
-    message = revision_message(diff, runtime.catalog, lacking=lacking, watched=watched)
-    for channel in await drift.all_channels():
-        await _queue_post(queue, channel, message, f"revision:{latest}:{channel}")
+    for channel in await drift.outbox_channels():  # else within ITDR_DELIVERY_CHECK_SECONDS
+        await deliver_soon(queue, channel)
     await drift.start_sweep(queue, runtime.settings, now=datetime.now(UTC))
     log.info("announced revision %s (after %s) to watching channels", latest, before)
     return True
@@ -274,7 +328,8 @@ def build_worker(
     return PromptWorker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
-                   (JobName.POST.value, post_message), (JobName.SWEEP.value, sweep),
+                   (JobName.DELIVER.value, deliver_channel), (JobName.DELIVER_PENDING.value, deliver_pending),
+                   (JobName.SWEEP.value, sweep),
                    (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck),
                    (JobName.SUMMARY.value, summarise_fleet)],
         concurrency=settings.itdr_worker_concurrency,
@@ -284,6 +339,8 @@ def build_worker(
             CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
             CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
             CronJob(summarise_fleet, cron="* * * * *", unique=True, timeout=SUMMARY_TIMEOUT_SECONDS, retries=1),
+            CronJob(deliver_pending, cron=cron_every(settings.itdr_delivery_check_seconds), unique=True,
+                    timeout=120, retries=1),
         ],
         startup=[startup, monitor.start],
         shutdown=[monitor.stop],

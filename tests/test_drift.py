@@ -65,7 +65,7 @@ class Fleet:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             progress = await store.progress(sweep)
-            if progress is not None and progress.done:
+            if progress is not None and progress.delivered:
                 break
             assert asyncio.get_running_loop().time() < deadline, f"sweep not done: {progress}"
             await asyncio.sleep(0.1)

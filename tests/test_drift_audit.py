@@ -55,6 +55,7 @@ async def lose(drift: DriftService, scenario: TenantScenario, action: Any, *,
     """Baseline the tenant, let `action` happen, check again: the change and its drift message's text."""
     now = datetime.now(UTC)
     before = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
+    before = before.model_copy(update={"checked_at": (now - baseline_age).isoformat()})  # read back then
     snapshot, _ = model.observe(None, before, now=now - baseline_age)
     action()
     after = await drift.check(scenario.tenant_id, priority=Priority.HIGH)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.drift.model import ChangeKind, acknowledge, observe, snooze
+from bot.drift.model import ChangeKind, Snapshot, acknowledge, observe
 from bot.readiness.model import CheckGroup, CheckItem, CheckStatus, Report, TenantInfo, Verdict
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -52,23 +52,51 @@ def test_an_unreadable_item_keeps_its_status_and_unknown_is_said_on_the_second_s
     assert change.kind is ChangeKind.none, "said once"
 
 
-def test_acknowledged_drift_is_quiet_until_the_item_recovers_and_drifts_anew() -> None:
+def test_acknowledged_drift_is_quiet_in_its_channel_until_the_item_recovers_and_drifts_anew() -> None:
     first, _ = observe(None, report(A=OK, B=OK), now=T0)
     drifted, _ = observe(first, report(A=FAIL, B=OK), now=T0)
-    acked = acknowledge(drifted, "U1", "known", now=T0)
-    assert acked.acknowledged is not None and acked.acknowledged.items == ("graph.A",)
+    acked = acknowledge(drifted, "C0ACK", "U1", "known", now=T0)
+    ack = acked.acknowledged_in("C0ACK")
+    assert ack is not None and ack.items == ("graph.A",) and acked.acknowledged_in("C0OTHER") is None
     both, change = observe(acked, report(A=FAIL, B=FAIL), now=T0)
-    assert [i.check for i in change.drifted] == ["graph.B"], "B is news, A is acknowledged"
+    assert [i.check for i in change.drifted] == ["graph.B"], "B is news, A was known"
     back, change = observe(both, report(A=OK, B=FAIL), now=T0)
-    assert back.acknowledged is None or "graph.A" not in back.acknowledged.items
+    assert back.acknowledged_in("C0ACK") is None or "graph.A" not in back.acknowledged_in("C0ACK").items
     _, change = observe(back, report(A=FAIL, B=FAIL), now=T0)
     assert [i.check for i in change.drifted] == ["graph.A"], "A lost again after it came back: news"
 
 
-def test_snooze_lasts_a_day() -> None:
-    snapshot, _ = observe(None, report(A=OK), now=T0)
-    snoozed = snooze(snapshot, now=T0)
-    assert snoozed.snoozed(T0 + timedelta(hours=23)) and not snoozed.snoozed(T0 + timedelta(hours=25))
+def test_an_acknowledgement_stored_before_they_were_per_channel_holds_for_every_channel() -> None:
+    first, _ = observe(None, report(A=OK), now=T0)
+    drifted, _ = observe(first, report(A=FAIL), now=T0)
+    stored = {**drifted.model_dump(mode="json"),
+              "acknowledged": {"by": "U1", "reason": "old", "at": T0.isoformat(), "items": ["graph.A"]}}
+    legacy = Snapshot.model_validate(stored)
+    ack = legacy.acknowledged_in("C0ANY")
+    assert ack is not None and ack.items == ("graph.A",)
+    mine = acknowledge(legacy, "C0MINE", "U2", "new", now=T0)
+    assert mine.acknowledged_in("C0OTHER") is None, "a channel's own acknowledgement replaces the old one"
+
+
+def test_a_report_read_before_the_last_snapshot_changes_nothing() -> None:
+    first, _ = observe(None, report(A=OK), now=T0)
+    later, change = observe(first, report(A=FAIL), now=T0 + timedelta(hours=1))
+    assert [i.check for i in change.drifted] == ["graph.A"]
+    cached = report(A=OK).model_copy(update={"checked_at": (T0 + timedelta(minutes=30)).isoformat()})
+    kept, change = observe(later, cached, now=T0 + timedelta(hours=2))
+    assert change.kind is ChangeKind.none and kept == later, "an older reading never moves the snapshot back"
+    _, change = observe(kept, report(A=FAIL), now=T0 + timedelta(hours=3))
+    assert change.kind is ChangeKind.none, "so the same drift is not announced twice"
+
+
+def test_what_was_read_is_drift_though_another_part_could_not_be_read() -> None:
+    first, _ = observe(None, report(A=OK, B=OK), now=T0)
+    half, change = observe(first, report(Verdict.unknown, A=FAIL, B=UNKNOWN), now=T0 + timedelta(hours=1))
+    assert change.kind is ChangeKind.changed and [i.check for i in change.drifted] == ["graph.A"]
+    assert change.reason is None, "one unreadable check is not announced yet"
+    assert half.statuses["graph.A"] is FAIL and half.statuses["graph.B"] is OK
+    _, change = observe(half, report(Verdict.unknown, A=FAIL, B=UNKNOWN), now=T0 + timedelta(hours=2))
+    assert change.kind is ChangeKind.unknown and change.reason, "the second in a row is said, once"
 
 
 def test_reports_and_snapshots_are_stored_packed_about_tenfold_smaller() -> None:

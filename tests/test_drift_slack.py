@@ -127,10 +127,11 @@ async def drift_card(slack: SlackSim, fake: FakeSlack, microsoft: FakeMicrosoft,
     try:
         drift = DriftService(catalog, store, readiness)
         report = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
-        change = await drift.observe(scenario.tenant_id, report, now=datetime.now(UTC))
+        recorded = await drift.record(scenario.tenant_id, report, now=datetime.now(UTC), sweep=None, audit=False)
     finally:
         await readiness.aclose()
-    assert change is not None and change.kind is ChangeKind.changed
+    assert recorded is not None and recorded.change.kind is ChangeKind.changed
+    change = recorded.change
     message = drift_message(change, catalog)
     return scenario, {"text": message.text, "blocks": message.blocks}, "1700000000.000200"
 
@@ -168,8 +169,8 @@ async def test_acknowledge_asks_why_and_the_message_shows_who(
     assert "AuditLog.Read.All" in blocks, "the drift itself stays readable"
     assert "drift-ack" not in blocks, "its buttons are gone"
     snapshot = await store.snapshot(scenario.tenant_id)
-    assert snapshot is not None and snapshot.acknowledged is not None
-    assert "graph.AuditLog.Read.All" in snapshot.acknowledged.items
+    assert snapshot is not None and (acked := snapshot.acknowledged_in("C111")) is not None
+    assert "graph.AuditLog.Read.All" in acked.items
 
 
 async def test_snooze_and_recheck(
@@ -181,9 +182,8 @@ async def test_snooze_and_recheck(
     assert again["text"] == "Checked again: nothing changed. The verdict is blocked."
     await click(slack, fake_slack, message, ts, "drift-snooze")
     (update,) = await fake_slack.wait_for("chat.update")
-    assert "Snoozed by <@U111> until" in json.dumps(update.args["blocks"])
-    snapshot = await store.snapshot(scenario.tenant_id)
-    assert snapshot is not None and snapshot.snoozed(datetime.now(UTC))
+    assert "Snoozed here by <@U111> until" in json.dumps(update.args["blocks"])
+    assert scenario.tenant_id in await store.snoozed_of("C111", [scenario.tenant_id])
 
 
 async def test_buttons_for_a_tenant_the_channel_does_not_watch_are_refused(

@@ -15,7 +15,7 @@ import pytest
 from bot.drift import service as drift_service
 from bot.drift.fleet import Fleet, Names, tally
 from bot.drift.model import Snapshot
-from bot.drift.service import DriftService
+from bot.drift.service import DriftService, Watching
 from bot.drift.store import DriftStore, WatchedTenant
 from bot.readiness.model import Verdict
 from bot.store import RedisConnections, pack
@@ -78,7 +78,7 @@ async def test_long_lists_are_counted_whole_and_say_how_to_see_the_rest() -> Non
 
 
 def test_a_channel_watching_more_than_fits_says_how_many_are_left_out() -> None:
-    rows = [(watched(n), None, None) for n in range(3)]
+    rows = [Watching(watched(n), None, None, None, "C1") for n in range(3)]
     message = watching_message("C1", rows, NOW, total=250)
     text = json.dumps(message.blocks, ensure_ascii=False)
     assert message.text == "This channel watches 250 tenants."

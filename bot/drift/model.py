@@ -4,17 +4,23 @@ should hear about it. No I/O: the store applies this atomically, the worker and 
 Rules:
 - the first snapshot of a tenant is a baseline: nothing to announce;
 - an item going pass → fail/warn is drift, fail/warn → pass is recovery; fail ↔ warn is not a change;
-- a check that could not read the tenant (`unknown`) changes nothing; it is announced once it lasts two checks;
+- what was read is compared even when another part of the tenant could not be (verdict `unknown`): a permission
+  the Graph half shows lost is drift though Exchange failed; the tenant being unreadable is announced once it lasts
+  two checks;
 - an item that could not be read keeps its last known status;
-- an acknowledged drift is not announced again until the item recovers; a snoozed tenant is quiet until then.
+- a snapshot is as of when its report was read: a report read before the last snapshot (a cached one) changes
+  nothing, so a drift is never announced twice;
+- an acknowledged drift is not announced again in the channel that acknowledged it until the item recovers (other
+  channels watching the tenant are told as usual); snoozing is per channel too (in the store, with a TTL).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from bot.readiness.model import CheckStatus, Report, Verdict
 
@@ -38,6 +44,10 @@ class Acknowledgement(BaseModel):
     items: tuple[str, ...]  # check ids acknowledged as missing
 
 
+#: Snapshots stored before acknowledgements were per channel held one for every channel.
+EVERY_CHANNEL = "*"
+
+
 class Snapshot(BaseModel):
     """What the bot last knew of a tenant: every check's status, and since when each was last good."""
 
@@ -51,19 +61,27 @@ class Snapshot(BaseModel):
     titles: dict[str, str] = {}
     last_good: dict[str, datetime] = {}
     unknown_streak: int = 0
-    acknowledged: Acknowledgement | None = None
-    snoozed_until: datetime | None = None
+    acknowledged: dict[str, Acknowledgement] = {}  # by channel
+
+    @field_validator("acknowledged", mode="before")
+    @classmethod
+    def _per_channel(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, dict) and "by" in value and "items" in value:  # stored before: one for all channels
+            return {EVERY_CHANNEL: value}
+        return value
 
     @property
     def label(self) -> str:
         return self.name or self.domain or self.tenant
 
+    def acknowledged_in(self, channel: str) -> Acknowledgement | None:
+        return self.acknowledged.get(channel) or self.acknowledged.get(EVERY_CHANNEL)
+
     @property
     def missing(self) -> list[str]:
         return [check for check, status in self.statuses.items() if status in _MISSING]
-
-    def snoozed(self, now: datetime) -> bool:
-        return self.snoozed_until is not None and now < self.snoozed_until
 
 
 class ItemChange(BaseModel):
@@ -91,8 +109,8 @@ class Change(BaseModel):
     verdict_after: Verdict
     items: tuple[ItemChange, ...] = ()
     since: datetime | None = None  # when the previous snapshot was taken (the window for the directory audit)
-    at: datetime
-    reason: str | None = None  # for `unknown`: why Microsoft could not be read
+    at: datetime  # when the report was read
+    reason: str | None = None  # why the tenant could not be read, when that is announced (two checks in a row)
 
     @property
     def drifted(self) -> tuple[ItemChange, ...]:
@@ -106,30 +124,48 @@ class Change(BaseModel):
     def announce(self) -> bool:
         return self.kind in (ChangeKind.changed, ChangeKind.unknown)
 
+    def for_channel(self, acknowledged: Acknowledgement | None) -> Change | None:
+        """What a channel is told of this change: drift it acknowledged left out; None when nothing is left."""
+        if acknowledged is None:
+            return self if self.announce else None
+        items = tuple(i for i in self.items if not (i.drift and i.check in acknowledged.items))
+        if items == self.items:
+            return self if self.announce else None
+        if not items and self.reason is None:
+            return None
+        return self.model_copy(update={"items": items, "kind": ChangeKind.changed if items else ChangeKind.unknown})
+
+
+def read_time(report: Report, now: datetime) -> datetime:
+    """When the report was read from Microsoft (a cached report is older than `now`)."""
+    if report.checked_at:
+        try:
+            return datetime.fromisoformat(report.checked_at)
+        except ValueError:
+            pass
+    return now
+
 
 def observe(previous: Snapshot | None, report: Report, *, now: datetime) -> tuple[Snapshot, Change]:
     """The new snapshot and what changed, from the last snapshot and a new report."""
     label = report.tenant.name or report.tenant.domain or report.tenant.id
+    read_at = read_time(report, now)
     statuses = {item.id: item.status for item in report.items}
     titles = {item.id: item.catalog_name or item.title for item in report.items}
+    unreadable = report.verdict is Verdict.unknown
     if previous is None:
         snapshot = Snapshot(tenant=report.tenant.id, name=report.tenant.name, domain=report.tenant.domain,
-                            version=report.catalog_version, verdict=report.verdict, at=now,
+                            version=report.catalog_version, verdict=report.verdict, at=read_at,
                             statuses={k: v for k, v in statuses.items() if v is not CheckStatus.unknown},
                             titles=titles,
-                            last_good={k: now for k, v in statuses.items() if v is CheckStatus.passed},
-                            unknown_streak=1 if report.verdict is Verdict.unknown else 0)
+                            last_good={k: read_at for k, v in statuses.items() if v is CheckStatus.passed},
+                            unknown_streak=1 if unreadable else 0)
         return snapshot, Change(kind=ChangeKind.baseline, tenant=snapshot.tenant, label=label, verdict_before=None,
-                                verdict_after=report.verdict, at=now)
-    base = previous.model_copy(update={"name": report.tenant.name or previous.name,
-                                       "domain": report.tenant.domain or previous.domain})
-    if report.verdict is Verdict.unknown:
-        streak = previous.unknown_streak + 1
-        snapshot = base.model_copy(update={"unknown_streak": streak})
-        kind = ChangeKind.unknown if streak == UNKNOWN_STREAK_TO_ANNOUNCE else ChangeKind.none
-        return snapshot, Change(kind=kind, tenant=previous.tenant, label=label, verdict_before=previous.verdict,
-                                verdict_after=report.verdict, since=previous.at, at=now,
-                                reason=report.common_failure or "Microsoft could not be read")
+                                verdict_after=report.verdict, at=read_at)
+    if read_at < previous.at:  # read before what we know (a cached report): no news, and never a step back
+        return previous, Change(kind=ChangeKind.none, tenant=previous.tenant, label=label,
+                                verdict_before=previous.verdict, verdict_after=previous.verdict, since=previous.at,
+                                at=previous.at)
     merged = dict(previous.statuses)
     last_good = dict(previous.last_good)
     changes: list[ItemChange] = []
@@ -145,28 +181,34 @@ def observe(previous: Snapshot | None, report: Report, *, now: datetime) -> tupl
                                       before=before, after=status, last_good=previous.last_good.get(check)))
         merged[check] = status
         if status is CheckStatus.passed:
-            last_good[check] = now
-    acknowledged = previous.acknowledged
-    if acknowledged is not None:  # a recovered item is no longer acknowledged: its next drift is news
-        still = tuple(check for check in acknowledged.items if merged.get(check) in _MISSING)
-        acknowledged = acknowledged.model_copy(update={"items": still}) if still else None
-    announced = [c for c in changes if not (c.drift and previous.acknowledged is not None
-                                            and c.check in previous.acknowledged.items)]
-    snapshot = base.model_copy(update={
-        "version": report.catalog_version, "verdict": report.verdict, "at": now, "statuses": merged,
-        "titles": {**previous.titles, **titles}, "last_good": last_good, "unknown_streak": 0,
-        "acknowledged": acknowledged,
+            last_good[check] = read_at
+    acknowledged = {}  # a recovered item is no longer acknowledged: its next drift is news
+    for channel, ack in previous.acknowledged.items():
+        still = tuple(check for check in ack.items if merged.get(check) in _MISSING)
+        if still:
+            acknowledged[channel] = ack.model_copy(update={"items": still})
+    streak = previous.unknown_streak + 1 if unreadable else 0
+    reason = (report.common_failure or "Microsoft could not be read") \
+        if streak == UNKNOWN_STREAK_TO_ANNOUNCE else None
+    snapshot = previous.model_copy(update={
+        "name": report.tenant.name or previous.name, "domain": report.tenant.domain or previous.domain,
+        "statuses": merged, "titles": {**previous.titles, **titles}, "last_good": last_good,
+        "unknown_streak": streak, "acknowledged": acknowledged,
     })
-    kind = ChangeKind.changed if announced else ChangeKind.none
+    if not unreadable:
+        snapshot = snapshot.model_copy(update={"version": report.catalog_version, "verdict": report.verdict,
+                                               "at": read_at})
+    elif changes:  # part of it was read and changed: the last verdict no longer holds, and the rest is not known
+        snapshot = snapshot.model_copy(update={"verdict": Verdict.unknown})
+    kind = ChangeKind.changed if changes else ChangeKind.unknown if reason else ChangeKind.none
     return snapshot, Change(kind=kind, tenant=previous.tenant, label=label, verdict_before=previous.verdict,
-                            verdict_after=report.verdict, items=tuple(announced), since=previous.at, at=now)
+                            verdict_after=report.verdict, items=tuple(changes), since=previous.at, at=read_at,
+                            reason=reason)
 
 
-def acknowledge(snapshot: Snapshot, by: str, reason: str, *, now: datetime) -> Snapshot:
-    """Everything missing now is acknowledged: not announced again until it recovers and drifts anew."""
-    return snapshot.model_copy(update={"acknowledged": Acknowledgement(by=by, reason=reason, at=now,
-                                                                       items=tuple(snapshot.missing))})
-
-
-def snooze(snapshot: Snapshot, *, now: datetime, hours: int = 24) -> Snapshot:
-    return snapshot.model_copy(update={"snoozed_until": now + timedelta(hours=hours)})
+def acknowledge(snapshot: Snapshot, channel: str, by: str, reason: str, *, now: datetime) -> Snapshot:
+    """Everything missing now is acknowledged in `channel`: not announced there again until it recovers and drifts
+    anew."""
+    return snapshot.model_copy(update={"acknowledged": {
+        **{c: a for c, a in snapshot.acknowledged.items() if c != EVERY_CHANNEL},
+        channel: Acknowledgement(by=by, reason=reason, at=now, items=tuple(snapshot.missing))}})

@@ -23,6 +23,10 @@ class ChannelPacer:
             wait_ms = await self.client.pttl(key)
             await asyncio.sleep(max(wait_ms, 5) / 1000)
 
+    async def held_for(self, channel: str) -> float:
+        """Seconds before anyone may post in `channel` (0 when it is free)."""
+        return max(0, int(await self.client.pttl(self._key(channel)))) / 1000
+
     async def hold(self, channel: str, seconds: float) -> None:
         """Slack said to wait (429 Retry-After): nobody posts in `channel` before then."""
         await self.client.set(self._key(channel), b"1", px=max(1, int(seconds * 1000)))

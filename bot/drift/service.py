@@ -3,22 +3,30 @@ who-did-it from the directory audit). The worker and the listeners render and po
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from redis.exceptions import RedisError
 from saq.queue.redis import RedisQueue
 
 from bot.drift import model
 from bot.drift.audit import Revocations, revocations
 from bot.drift.fleet import PAGE, Fleet, tally
-from bot.drift.model import Change, ChangeKind, Snapshot
-from bot.drift.store import DriftStore, SweepProgress, WatchedTenant
-from bot.drift.sweep import start_sweep
+from bot.drift.model import Acknowledgement, Change, ChangeKind, Snapshot
+from bot.drift.outbox import Pending
+from bot.drift.store import DriftStore, Recorded, SweepProgress, WatchedTenant
+from bot.drift.sweep import deliver_soon, start_sweep
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.readiness.model import CheckStatus, Report
 from bot.readiness.service import CheckRequest, ReadinessService, TenantUnresolved
 from bot.settings import Settings
 from catalog import Catalog, Kind
+
+log = logging.getLogger(__name__)
 
 #: Up to this many tenants, a summary out of date is computed on the spot (a fraction of the ack's time).
 SMALL_FLEET = 500
@@ -29,15 +37,35 @@ WATCHING_LISTED = 100
 SERVICE_PRINCIPAL_CHECK = "service_principal"  # the readiness check that the app is present and enabled
 
 
+SNOOZE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Watching:
+    """One tenant as a channel watches it."""
+
+    tenant: WatchedTenant
+    snapshot: Snapshot | None
+    broken: str | None
+    snoozed_until: datetime | None
+    channel: str
+
+    @property
+    def acknowledged(self) -> Acknowledgement | None:
+        return self.snapshot.acknowledged_in(self.channel) if self.snapshot is not None else None
+
+
 class CannotWatch(Exception):
     """The tenant cannot be watched; str(exc) says why, and nothing was stored."""
 
 
 class DriftService:
-    def __init__(self, catalog: Catalog, store: DriftStore, readiness: ReadinessService | None) -> None:
+    def __init__(self, catalog: Catalog, store: DriftStore, readiness: ReadinessService | None,
+                 queue: Callable[[], RedisQueue] | None = None) -> None:
         self.catalog = catalog
         self.store = store
         self.readiness = readiness
+        self.queue = queue  # the workers' job queue, to deliver announcements at once
 
     def _readiness(self) -> ReadinessService:
         if self.readiness is None:
@@ -61,44 +89,49 @@ class DriftService:
         tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name, added_by=by,
                                added_at=now)
         new = await self.store.watch(tenant, channel)
-        await self.observe(tenant_id, report, now=now)
+        await self.record(tenant_id, report, now=now, sweep=None, audit=False)
         return new
 
-    async def observe(
-        self, tenant_id: str, report: Report, *, now: datetime, sweep: str | None = None
-    ) -> Change | None:
-        """Compare a report with the tenant's last snapshot and record both, atomically. None when this sweep
-        already counted the tenant."""
-        def step(previous: Snapshot | None) -> tuple[Snapshot, Change]:
-            return model.observe(previous, report, now=now)
-
-        return await self.store.update_snapshot(tenant_id, step, sweep=sweep)
-
-    async def record(self, tenant_id: str, report: Report, *, now: datetime, sweep: str) -> Change | None:
-        """A sweep's reading of one tenant: what changed, and for drift who did it (or why that could not be read),
-        recorded with the tenant counted as checked in one step. The directory audit is read first, from the change
-        the snapshot implies now, because the sweep may be announced as soon as its last tenant is counted."""
+    async def record(self, tenant_id: str, report: Report, *, now: datetime, sweep: str | None,
+                     skip_channel: str | None = None, audit: bool = True) -> Recorded | None:
+        """A reading of one tenant: what changed, and for drift who did it (or why that could not be read),
+        recorded with its announcements (and, in a sweep, the tenant counted as checked) in one step. The
+        directory audit is read first, from the change the snapshot implies now, because the sweep may be
+        announced as soon as its last tenant is counted. None when this sweep already counted the tenant."""
         previous = await self.store.snapshot(tenant_id)
         _, preview = model.observe(previous, report, now=now)
-        who = await self.who(preview, report.app_object_id) if preview.drifted else None
+        who = await self.who(preview, report.app_object_id) if audit and preview.drifted else None
         return await self.store.update_snapshot(
-            tenant_id, lambda snapshot: model.observe(snapshot, report, now=now), sweep=sweep, who=who)
+            tenant_id, lambda snapshot: model.observe(snapshot, report, now=now), sweep=sweep, who=who, now=now,
+            skip_channel=skip_channel)
 
     async def sweep_tenant(self, tenant_id: str, report: Report, *, now: datetime,
-                           sweep: str | None) -> tuple[Change | None, bool]:
-        """One tenant's part of a sweep: its change recorded (with who did it, see `record`), a tenant watched by
-        domain (or read for the first time) filed under its GUID and name; and whether the sweep is now complete
-        (every tenant counted, not finished yet), so the caller can queue its announcement."""
-        if sweep is None:  # a job carried over without its sweep: the snapshot still moves on
-            change = await self.observe(tenant_id, report, now=now)
-        else:
-            change = await self.record(tenant_id, report, now=now, sweep=sweep)
+                           sweep: str | None) -> tuple[Recorded | None, bool]:
+        """One tenant's part of a sweep: its change recorded with its announcements (see `record`), a tenant
+        watched by domain (or read for the first time) filed under its GUID and name; and whether the sweep is now
+        complete (every tenant counted, not finished yet), so the caller can finish it. The announcements of a
+        change recorded after its sweep finished (or outside any) are due at once: `Recorded.due`."""
+        recorded = await self.record(tenant_id, report, now=now, sweep=sweep)
+        change = recorded.change if recorded is not None else None
         if not is_guid(tenant_id) or (change is not None and change.kind is ChangeKind.baseline):
             await self.store.settle(tenant_id, report.tenant)
         if sweep is None:
-            return change, False
+            return recorded, False
         progress = await self.store.progress(sweep)
-        return change, progress is not None and not progress.done and progress.checked >= progress.tenants
+        return recorded, progress is not None and not progress.done and progress.checked >= progress.tenants
+
+    async def recheck(self, tenant_id: str, channel: str, *, now: datetime
+                      ) -> tuple[Report, Change | None, Revocations | None]:
+        """A Re-check clicked in `channel`: a fresh check, the change recorded, its announcement promised to every
+        other watching channel (delivered at once) and returned, with who did it, for `channel` to show."""
+        report = await self.check(tenant_id, priority=Priority.HIGH)
+        recorded = await self.record(tenant_id, report, now=now, sweep=None, skip_channel=channel)
+        if recorded is None:
+            return report, None, None
+        await self.deliver_soon(recorded.due)
+        change = recorded.change
+        who = await self.who(change, report.app_object_id) if change.drifted else None
+        return report, change, who
 
     async def start_sweep(self, queue: RedisQueue, settings: Settings, *, now: datetime) -> str:
         return await start_sweep(queue, self.store, settings, now=now)
@@ -106,38 +139,58 @@ class DriftService:
     async def progress(self, sweep: str) -> SweepProgress | None:
         return await self.store.progress(sweep)
 
-    async def announcements(self, sweep: str, now: datetime
-                            ) -> dict[str, list[tuple[Change, Revocations | None]]]:
-        """The sweep's changes to announce, per watching channel, each with who did it; taken once (a finish run
-        again finds nothing). Snoozed tenants are left out."""
-        changes = await self.store.take_changes(sweep, now)
-        if not changes:
-            return {}
-        snapshots = await self.store.snapshots([change.tenant for change in changes])
-        per_channel: dict[str, list[tuple[Change, Revocations | None]]] = {}
-        for change in changes:
-            snapshot = snapshots.get(change.tenant)
-            if snapshot is not None and snapshot.snoozed(now):
-                continue
-            who = await self.store.who(sweep, change.tenant)
-            for channel in await self.store.channels_of(change.tenant):
-                per_channel.setdefault(channel, []).append((change, who))
-        return per_channel
+    async def finish(self, sweep: str, now: datetime) -> bool:
+        """Mark the sweep finished (its announcements may go out); True the first time."""
+        return await self.store.finish(sweep, now)
 
-    async def count_notified(self, sweep: str, count: int) -> None:
-        await self.store.count_notified(sweep, count)
+    # --- delivering announcements (see bot.drift.outbox) ------------------------------------------------
 
-    async def claim_post(self, notification: str, ttl: int) -> bool:
-        return await self.store.claim(f"posted:{notification}", ttl)
+    async def deliver_soon(self, channels: Iterable[str]) -> None:
+        """Have a worker deliver these channels' announcements now (the worker's periodic look would, within a
+        minute; this is sooner). A queue that cannot be reached leaves them for that look."""
+        if self.queue is None:
+            return
+        try:
+            for channel in sorted(set(channels)):
+                await deliver_soon(self.queue(), channel)
+        except (RedisError, OSError) as exc:  # recorded all the same: the periodic look delivers them
+            log.warning("could not queue the delivery of announcements now (%s)", type(exc).__name__)
 
-    async def release_post(self, notification: str) -> None:
-        await self.store.release(f"posted:{notification}")
+    async def outbox_channels(self) -> list[str]:
+        return await self.store.outbox_channels()
 
-    async def mark_broken(self, channel: str, tenant: str, reason: str) -> None:
-        await self.store.mark_broken(channel, tenant, reason)
+    async def deliverable(self, channel: str, now: datetime) -> tuple[list[Pending], list[Pending]]:
+        return await self.store.deliverable(channel, now)
 
-    async def claim_announcement(self, latest: str) -> str | None:
-        return await self.store.claim_announcement(latest)
+    async def delivered(self, channel: str, entries: list[Pending]) -> None:
+        await self.store.done(channel, entries, delivered=True)
+
+    async def drop(self, channel: str, entries: list[Pending], *, broken: str | None = None) -> None:
+        """Give up on entries: a week old, unwatched or snoozed, or (`broken`) a channel the bot cannot post in,
+        whose subscriptions are then marked broken."""
+        if broken is not None:
+            for tenant in {e.watched or e.tenant or "*" for e in entries} or {"*"}:
+                await self.store.mark_broken(channel, tenant, broken)
+        await self.store.done(channel, entries, delivered=False)
+
+    async def lease(self, channel: str, seconds: float) -> str | None:
+        return await self.store.lease(channel, seconds)
+
+    async def renew_lease(self, channel: str, token: str, seconds: float) -> bool:
+        return await self.store.renew_lease(channel, token, seconds)
+
+    async def release_lease(self, channel: str, token: str) -> None:
+        await self.store.release_lease(channel, token)
+
+    async def leased(self, channel: str) -> bool:
+        return await self.store.leased(channel)
+
+    async def announce_revision(self, latest: str,
+                                message: Callable[[str], Awaitable[tuple[str, list[dict[str, Any]]]]],
+                                now: datetime) -> str | None:
+        """Record `latest` as announced with its announcement for every watching channel; the revision announced
+        before when this caller did (None: nothing to announce, or another process had)."""
+        return await self.store.announce_revision(latest, message, now)
 
     async def lacking(self, checks: set[str]) -> tuple[int, int]:
         """How many watched tenants lack any of `checks` (never read counts as lacking), of how many watched."""
@@ -182,23 +235,34 @@ class DriftService:
                                  change.since - timedelta(minutes=5), now=change.at,
                                  app_id=self.readiness.target_app_id)
 
-    async def acknowledge(self, tenant: str, by: str, reason: str, *, now: datetime) -> Snapshot | None:
-        return await self.store.set_snapshot(tenant, lambda s: model.acknowledge(s, by, reason, now=now),
+    async def acknowledge(self, tenant: str, channel: str, by: str, reason: str, *, now: datetime
+                          ) -> Snapshot | None:
+        """What the tenant lacks now is acknowledged in `channel` (not announced there again until it recovers);
+        None when the tenant was never read."""
+        return await self.store.set_snapshot(tenant, lambda s: model.acknowledge(s, channel, by, reason, now=now),
                                              "record the acknowledgement")
 
-    async def snooze(self, tenant: str, *, now: datetime) -> Snapshot | None:
-        return await self.store.set_snapshot(tenant, lambda s: model.snooze(s, now=now), "record the snooze")
+    async def snooze(self, tenant: str, channel: str, *, now: datetime) -> datetime | None:
+        """`channel` hears nothing of the tenant for SNOOZE (other channels as usual); until when, or None when
+        the tenant was never read."""
+        if await self.store.snapshot(tenant) is None:
+            return None
+        until = now + SNOOZE
+        await self.store.snooze(channel, tenant, until, now)
+        return until
 
-    async def watching(self, channel: str, *, limit: int = WATCHING_LISTED
-                       ) -> tuple[list[tuple[WatchedTenant, Snapshot | None, str | None]], int]:
-        """The first `limit` tenants a channel watches by name, each with its snapshot and why posting there broke
-        (if it did), and how many it watches in all. Only the channel's tenants are read, and only the listed
-        ones' snapshots."""
+    async def watching(self, channel: str, *, limit: int = WATCHING_LISTED) -> tuple[list[Watching], int]:
+        """The first `limit` tenants a channel watches by name, each with its snapshot, why posting there broke
+        (if it did) and the channel's snooze, and how many it watches in all. Only the channel's tenants are read,
+        and only the listed ones' snapshots."""
         ids = await self.store.tenants_of(channel)
         tenants = (await self.store.tenants(ids))[:limit]
-        snapshots = await self.store.snapshots([t.id for t in tenants])
-        broken = await self.store.broken_of(channel, [t.id for t in tenants])
-        return [(t, snapshots.get(t.id), broken.get(t.id)) for t in tenants], len(ids)
+        listed = [t.id for t in tenants]
+        snapshots = await self.store.snapshots(listed)
+        broken = await self.store.broken_of(channel, listed)
+        snoozed = await self.store.snoozed_of(channel, listed)
+        return [Watching(t, snapshots.get(t.id), broken.get(t.id), snoozed.get(t.id), channel)
+                for t in tenants], len(ids)
 
     async def fleet(self, now: datetime, *, limit: int | None = PAGE) -> Fleet:
         """The fleet computed now, streaming over every watched tenant (`itdr fleet --json`: limit None, every

@@ -6,10 +6,13 @@ Keys (under the Redis prefix):
     watch:channel:{channel}       set: tenants the channel watches
     watch:broken                  hash: "{channel} {tenant}" → why posting failed (the subscription is broken)
     snap:{tenant}                 the tenant's last snapshot (JSON, packed)
-    sweep:{id}                    hash: tenants, started, finished, changed, notified, unknown
+    sweep:{id}                    hash: tenants, started, finished, changed, unknown, pending (announcements not
+                                  delivered yet)
     sweep:{id}:done               set: tenants checked in the sweep (a job run twice counts once)
-    sweep:{id}:changes            list: changes to announce when the sweep ends (JSON)
+    sweep:{id}:finished           set once the sweep is finished: its announcements may go out
+    sweep:{id}:notified           set: tenants whose change Slack accepted in at least one channel
     sweep:last                    the id of the latest sweep
+    outbox:…, snooze:…            pending announcements and per-channel snoozes (see `bot.drift.outbox`)
     catalog:announced             the latest catalog revision announced to watching channels
     fleet:generation              counter: bumped by every watch, unwatch, import and snapshot write
     fleet:summary                 the fleet summary the worker computed (JSON, one page of names per list)
@@ -17,8 +20,7 @@ Keys (under the Redis prefix):
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -28,6 +30,16 @@ from redis.asyncio.client import Pipeline
 
 from bot.drift.audit import Revocations
 from bot.drift.model import Change, Snapshot
+from bot.drift.outbox import (
+    DONE_SCRIPT,
+    MAX_AGE,
+    RELEASE_SCRIPT,
+    RENEW_SCRIPT,
+    Outbox,
+    Pending,
+    change_entry_id,
+    new_token,
+)
 from bot.microsoft.tenant import is_guid
 from bot.readiness.model import TenantInfo, Verdict
 from bot.store import State, pack, unpack
@@ -66,10 +78,16 @@ class SweepProgress:
     unknown: int
     started: datetime
     finished: datetime | None
+    pending: int = 0  # announcements recorded and not yet accepted by Slack (or dropped)
 
     @property
     def done(self) -> bool:
         return self.finished is not None
+
+    @property
+    def delivered(self) -> bool:
+        """Finished, and every announcement it promised is posted (or could not be: a snoozed or broken channel)."""
+        return self.done and self.pending <= 0
 
     def to_json(self) -> dict[str, Any]:
         end = self.finished or datetime.now(UTC)
@@ -78,9 +96,22 @@ class SweepProgress:
                 "duration_ms": round((end - self.started).total_seconds() * 1000)}
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A tenant's reading recorded: what changed, and the channels with an announcement that may go out now (its
+    sweep is finished, or it belongs to none)."""
+
+    change: Change
+    due: tuple[str, ...] = ()
+
+
 class DriftStore:
     def __init__(self, state: State) -> None:
         self.state = state
+        self.outbox = Outbox(state.prefix)
+        self._done = state.client.register_script(DONE_SCRIPT)
+        self._renew = state.client.register_script(RENEW_SCRIPT)
+        self._release = state.client.register_script(RELEASE_SCRIPT)
 
     def key(self, *parts: str) -> str:
         return self.state.key(*parts)
@@ -301,38 +332,56 @@ class DriftStore:
                 for tenant, raw in zip(tenants, raws, strict=True) if raw}
 
     async def update_snapshot(
-        self, tenant: str, step: Callable[[Snapshot | None], tuple[Snapshot, Change | None]], *,
-        sweep: str | None = None, who: Revocations | None = None,
-    ) -> Change | None:
-        """Read the snapshot, apply `step`, write the new snapshot and (in a sweep) record the change, the directory
-        audit behind it (`who`) and the tenant as checked, all in one transaction: a job run twice announces a
-        change once, and the sweep's last tenant can never start the announcement before an actor is saved."""
+        self, tenant: str, step: Callable[[Snapshot | None], tuple[Snapshot, Change]], *,
+        sweep: str | None = None, who: Revocations | None = None, now: datetime | None = None,
+        skip_channel: str | None = None,
+    ) -> Recorded | None:
+        """Read the snapshot, apply `step`, write the new snapshot and, in the same transaction, an announcement of
+        the change (with the directory audit behind it, `who`) for every channel watching the tenant (but
+        `skip_channel`, which was answered in place) and, in a sweep, the tenant counted as checked: a job run
+        twice announces a change once, and nothing is counted before its announcements are recorded. None when
+        this sweep already counted the tenant."""
         key = self.key("snap", tenant)
+        channels_key = self.key("watch", "tenant", tenant)
+        finished_key = self.key("sweep", sweep, "finished") if sweep is not None else None
+        recorded_at = now or datetime.now(UTC)
 
-        async def body(pipe: Pipeline) -> Change | None:
+        async def body(pipe: Pipeline) -> Recorded | None:
             if sweep is not None and await pipe.sismember(self.key("sweep", sweep, "done"), tenant):
                 return None  # already counted in this sweep (a job run again after a lost worker)
             raw = await pipe.get(key)
-            snapshot, change = step(Snapshot.model_validate_json(unpack(raw)) if raw else None)
+            previous = Snapshot.model_validate_json(unpack(raw)) if raw else None
+            snapshot, change = step(previous)
+            channels = sorted(_text(c) for c in await pipe.smembers(channels_key)) if change.announce else []
+            live_sweep = sweep is not None and bool(await pipe.exists(self.key("sweep", sweep)))
+            due = not live_sweep or (finished_key is not None and bool(await pipe.exists(finished_key)))
+            entries = []
+            for channel in channels:
+                if channel == skip_channel:
+                    continue
+                told = change.for_channel(previous.acknowledged_in(channel) if previous else None)
+                if told is not None:
+                    entries.append(Pending(id=change_entry_id(change), channel=channel, recorded=recorded_at,
+                                           sweep=sweep if live_sweep else None, watched=tenant, change=told,
+                                           who=who))
             pipe.multi()
-            pipe.set(key, pack(snapshot.model_dump_json()))
-            pipe.incr(self.key("fleet", "generation"))
+            if snapshot is not previous:
+                pipe.set(key, pack(snapshot.model_dump_json()))
+                pipe.incr(self.key("fleet", "generation"))
+            for entry in entries:
+                self.outbox.add(pipe, entry)
             if sweep is not None:  # a sweep that never finishes still leaves nothing behind for long
                 pipe.sadd(self.key("sweep", sweep, "done"), tenant)
                 pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
-                if change is not None and change.announce:
-                    if who is not None:  # under the change's GUID, which finish reads, even for a domain watch
-                        pipe.set(self.key("sweep", sweep, "who", change.tenant), json.dumps(who.to_json()),
-                                 ex=SWEEP_TTL_SECONDS)
-                    pipe.rpush(self.key("sweep", sweep, "changes"), change.model_dump_json())
-                    pipe.expire(self.key("sweep", sweep, "changes"), SWEEP_TTL_SECONDS)
+                if live_sweep and change.announce:
                     pipe.hincrby(self.key("sweep", sweep), "changed", 1)
-                if change is not None and change.verdict_after is Verdict.unknown:
+                if live_sweep and change.verdict_after is Verdict.unknown:
                     pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
             await pipe.execute()
-            return change
+            return Recorded(change, tuple(e.channel for e in entries) if due else ())
 
-        return await self.state.atomically("record the tenant's snapshot", [key], body)
+        watched = [key, channels_key] + ([finished_key] if finished_key else [])
+        return await self.state.atomically("record the tenant's snapshot", watched, body)
 
     async def set_snapshot(self, tenant: str, edit: Callable[[Snapshot], Snapshot], what: str) -> Snapshot | None:
         """Change a stored snapshot (acknowledge, snooze) atomically; None when there is none."""
@@ -355,7 +404,7 @@ class DriftStore:
     async def start_sweep(self, sweep: str, tenants: int, now: datetime) -> None:
         async with self.state.guard("start the sweep") as redis, redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("sweep", sweep), mapping={"tenants": tenants, "started": now.isoformat(),
-                                                          "changed": 0, "notified": 0, "unknown": 0})
+                                                          "changed": 0, "unknown": 0, "pending": 0})
             pipe.expire(self.key("sweep", sweep), SWEEP_TTL_SECONDS)
             pipe.set(self.key("sweep", "last"), sweep)
             await pipe.execute()
@@ -365,45 +414,35 @@ class DriftStore:
             await redis.hset(self.key("sweep", sweep), "tenants", tenants)
 
     async def progress(self, sweep: str) -> SweepProgress | None:
-        async with self.state.guard("read the sweep") as redis:
-            raw = await redis.hgetall(self.key("sweep", sweep))
-            checked = await redis.scard(self.key("sweep", sweep, "done"))
+        async with self.state.guard("read the sweep") as redis, redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key("sweep", sweep))
+            pipe.scard(self.key("sweep", sweep, "done"))
+            pipe.scard(self.key("sweep", sweep, "notified"))
+            raw, checked, notified = await pipe.execute()
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         finished = fields.get("finished")
         return SweepProgress(id=sweep, tenants=int(fields["tenants"]), checked=int(checked),
-                             changed=int(fields.get("changed", 0)), notified=int(fields.get("notified", 0)),
-                             unknown=int(fields.get("unknown", 0)),
+                             changed=int(fields.get("changed", 0)), notified=int(notified),
+                             unknown=int(fields.get("unknown", 0)), pending=int(fields.get("pending", 0)),
                              started=datetime.fromisoformat(fields["started"]),
                              finished=datetime.fromisoformat(finished) if finished else None)
 
-    async def take_changes(self, sweep: str, now: datetime) -> list[Change] | None:
-        """The sweep's changes, exactly once across every caller (None for all but the first)."""
-        key = self.key("sweep", sweep)
-        changes_key = self.key("sweep", sweep, "changes")
-
-        async def body(pipe: Pipeline) -> list[Change] | None:
-            if await pipe.hexists(key, "finished") or not await pipe.exists(key):
-                return None
-            raw = cast(list[bytes], await pipe.lrange(changes_key, 0, -1))
-            pipe.multi()
-            pipe.hset(key, "finished", now.isoformat())
-            pipe.delete(changes_key)
-            pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
-            await pipe.execute()
-            return [Change.model_validate_json(item) for item in raw]
-
-        return await self.state.atomically("finish the sweep", [key], body)
-
-    async def who(self, sweep: str, tenant: str) -> Revocations | None:
-        async with self.state.guard("read the directory audit") as redis:
-            raw = await redis.get(self.key("sweep", sweep, "who", tenant))
-        return None if raw is None else Revocations.from_json(json.loads(raw))
-
-    async def count_notified(self, sweep: str, count: int) -> None:
-        async with self.state.guard("record the notifications") as redis:
-            await redis.hincrby(self.key("sweep", sweep), "notified", count)
+    async def finish(self, sweep: str, now: datetime) -> bool:
+        """Mark the sweep finished: its announcements may go out. True the first time (a finish run again, or by a
+        second worker, changes nothing and is told so)."""
+        async with self.state.guard("finish the sweep") as redis:
+            if not await redis.exists(self.key("sweep", sweep)):
+                return False
+            first = await redis.set(self.key("sweep", sweep, "finished"), now.isoformat(), nx=True,
+                                    ex=SWEEP_TTL_SECONDS)
+            if first:
+                async with redis.pipeline(transaction=True) as pipe:
+                    pipe.hsetnx(self.key("sweep", sweep), "finished", now.isoformat())
+                    pipe.expire(self.key("sweep", sweep, "done"), SWEEP_TTL_SECONDS)
+                    await pipe.execute()
+        return bool(first)
 
     async def last_sweep(self) -> str | None:
         async with self.state.guard("read the sweep") as redis:
@@ -412,10 +451,12 @@ class DriftStore:
 
     # --- announcements --------------------------------------------------------------------------------
 
-    async def claim_announcement(self, latest: str) -> str | None:
-        """Record `latest` as announced. Returns the revision announced before when this caller must announce
-        the change; None on the very first start (recorded, nothing to announce) or when another process already
-        has (once across every worker and restart)."""
+    async def announce_revision(self, latest: str,
+                                message: Callable[[str], Awaitable[tuple[str, list[dict[str, Any]]]]],
+                                now: datetime) -> str | None:
+        """Record `latest` as announced and, in the same transaction, its announcement (`message(before)`: text
+        and blocks) for every watching channel. Returns the revision announced before when this caller recorded
+        it; None on the very first start (recorded, nothing to announce) or when another process already had."""
         key = self.key("catalog", "announced")
 
         async def body(pipe: Pipeline) -> str | None:
@@ -423,15 +464,105 @@ class DriftStore:
             before = _text(raw) if raw else None
             if before == latest:
                 return None
+            entries = []
+            if before is not None:
+                text, blocks = await message(before)
+                entries = [Pending(id=f"revision:{latest}", channel=channel, recorded=now, text=text, blocks=blocks)
+                           for channel in await self.all_channels()]
             pipe.multi()
             pipe.set(key, latest)
+            for entry in entries:
+                self.outbox.add(pipe, entry)
             await pipe.execute()
             return before
 
         return await self.state.atomically("record the announcement", [key], body)
 
+    # --- the outbox (see bot.drift.outbox) ------------------------------------------------------------
+
+    async def outbox_channels(self) -> list[str]:
+        async with self.state.guard("read the announcements") as redis:
+            return [_text(c) for c in cast(list[bytes], await redis.zrange(self.outbox.channels, 0, -1))]
+
+    async def deliverable(self, channel: str, now: datetime) -> tuple[list[Pending], list[Pending]]:
+        """The channel's announcements that may go out now (those of a finished sweep, or of none), oldest first,
+        and those to drop instead: a week old, or of a tenant the channel no longer watches or has snoozed."""
+        async with self.state.guard("read the announcements") as redis:
+            raw = await redis.hgetall(self.outbox.hash(channel))
+            entries = sorted((Pending.from_json(channel, value) for value in raw.values()),
+                             key=lambda e: (e.recorded, e.id))
+            sweeps = sorted({e.sweep for e in entries if e.sweep})
+            tenants = sorted({t for e in entries for t in (e.tenant, e.watched) if t})
+            async with redis.pipeline(transaction=False) as pipe:
+                for sweep in sweeps:
+                    pipe.exists(self.key("sweep", sweep, "finished"))
+                    pipe.exists(self.key("sweep", sweep))
+                for tenant in tenants:
+                    pipe.sismember(self.key("watch", "channel", channel), tenant)
+                    pipe.exists(self.outbox.snooze(channel, tenant))
+                answers = await pipe.execute() if sweeps or tenants else []
+        finished = {s for i, s in enumerate(sweeps) if answers[2 * i] or not answers[2 * i + 1]}  # or expired
+        flags = answers[2 * len(sweeps):]
+        watched = {t for i, t in enumerate(tenants) if flags[2 * i]}
+        snoozed = {t for i, t in enumerate(tenants) if flags[2 * i + 1]}
+        due, dropped = [], []
+        for entry in entries:
+            ids = {entry.tenant, entry.watched}
+            unwanted = entry.change is not None and (not ids & watched or bool(ids & snoozed))
+            if unwanted or now - entry.recorded > MAX_AGE:
+                dropped.append(entry)
+            elif entry.sweep is None or entry.sweep in finished:
+                due.append(entry)
+        return due, dropped
+
+    async def done(self, channel: str, entries: list[Pending], *, delivered: bool) -> None:
+        """Remove entries Slack accepted (`delivered`: their tenants count as notified, a broken mark on the
+        channel is cleared) or that are dropped, in one atomic step."""
+        if not entries:
+            return
+        args: list[str] = [channel, self.state.prefix, "1" if delivered else "0"]
+        for entry in entries:
+            args += [entry.id, entry.sweep or "", entry.tenant or ""]
+            if delivered and entry.watched and entry.watched != entry.tenant:
+                args += ["", "", entry.watched]  # a domain watch's broken mark
+        async with self.state.guard("record the delivery"):
+            await self._done(keys=[self.outbox.hash(channel), self.outbox.channels, self.key("watch", "broken")],
+                             args=args)
+
+    async def lease(self, channel: str, seconds: float) -> str | None:
+        """The right to deliver `channel` for `seconds`: a token, or None while another worker holds it."""
+        token = new_token()
+        async with self.state.guard("take the channel's delivery") as redis:
+            taken = await redis.set(self.outbox.lease(channel), token, nx=True, px=max(1, int(seconds * 1000)))
+        return token if taken else None
+
+    async def renew_lease(self, channel: str, token: str, seconds: float) -> bool:
+        async with self.state.guard("keep the channel's delivery") as redis:
+            return bool(await self._renew(keys=[self.outbox.lease(channel)],
+                                          args=[token, max(1, int(seconds * 1000))], client=redis))
+
+    async def release_lease(self, channel: str, token: str) -> None:
+        async with self.state.guard("let go of the channel's delivery") as redis:
+            await self._release(keys=[self.outbox.lease(channel)], args=[token], client=redis)
+
+    async def leased(self, channel: str) -> bool:
+        async with self.state.guard("read the channel's delivery") as redis:
+            return bool(await redis.exists(self.outbox.lease(channel)))
+
+    async def snooze(self, channel: str, tenant: str, until: datetime, now: datetime) -> None:
+        async with self.state.guard("record the snooze") as redis:
+            await redis.set(self.outbox.snooze(channel, tenant), until.isoformat(),
+                            ex=max(1, int((until - now).total_seconds())))
+
+    async def snoozed_of(self, channel: str, tenants: list[str]) -> dict[str, datetime]:
+        if not tenants:
+            return {}
+        async with self.state.guard("read the snoozes") as redis:
+            raw = await redis.mget([self.outbox.snooze(channel, t) for t in tenants])
+        return {t: datetime.fromisoformat(_text(v)) for t, v in zip(tenants, raw, strict=True) if v}
+
     async def claim(self, name: str, ttl: int) -> bool:
-        """A one-time claim (a notification posted once)."""
+        """A one-time claim (a sweep being started)."""
         async with self.state.guard("record the notification") as redis:
             return bool(await redis.set(self.key("claim", name), b"1", nx=True, ex=ttl))
 

@@ -39,12 +39,21 @@ JOB_RETRIES = MAX_RESCHEDULES + 3
 FINISH_GRACE_SECONDS = 300  # the fallback finish runs this long after the last scheduled start
 RESULT_TTL_SECONDS = 60  # finished jobs are kept this long (results live in our own keys)
 SUMMARY_TIMEOUT_SECONDS = 600  # the fleet summary streams through every tenant: 250,000 take well under this
+#: Finishing marks the sweep finished and queues one delivery per channel with announcements: seconds even for
+#: thousands of channels; it is idempotent, so a finish cut short runs again.
+FINISH_TIMEOUT_SECONDS = 300
+FINISH_RETRIES = 5
+#: A channel's delivery posts at most ITDR_DIGEST_THRESHOLD messages (and revisions) a second apart; it renews its
+#: lease before each, and one cut short leaves the rest pending for the next.
+DELIVER_TIMEOUT_SECONDS = 300
+DELIVER_RETRIES = 8
 
 
 class JobName(StrEnum):
     CHECK = "check_tenant"
     FINISH = "finish_sweep"
-    POST = "post_message"
+    DELIVER = "deliver_channel"
+    DELIVER_PENDING = "deliver_pending"
     SWEEP = "sweep"
     CONSENTS = "poll_consents"
     SUMMARY = "summarise_fleet"
@@ -192,7 +201,8 @@ async def start_sweep(queue: RedisQueue, store: DriftStore, settings: Settings, 
         await store.set_sweep_size(sweep, queued)
     # Normally the last check finishes the sweep; this one finishes it whatever happened to the others.
     await queue.enqueue(JobName.FINISH.value, key=f"finish:{sweep}", sweep=sweep,
-                        scheduled=start + spread + FINISH_GRACE_SECONDS, ttl=RESULT_TTL_SECONDS)
+                        scheduled=start + spread + FINISH_GRACE_SECONDS, timeout=FINISH_TIMEOUT_SECONDS,
+                        retries=FINISH_RETRIES, ttl=RESULT_TTL_SECONDS)
     if queued == 0:
         await finish_now(queue, sweep)
     return sweep
@@ -240,4 +250,13 @@ async def running_sweep(store: DriftStore, settings: Settings, now: datetime) ->
 
 
 async def finish_now(queue: RedisQueue, sweep: str) -> None:
-    await queue.enqueue(JobName.FINISH.value, key=f"finish-now:{sweep}", sweep=sweep, ttl=RESULT_TTL_SECONDS)
+    await queue.enqueue(JobName.FINISH.value, key=f"finish-now:{sweep}", sweep=sweep, timeout=FINISH_TIMEOUT_SECONDS,
+                        retries=FINISH_RETRIES, ttl=RESULT_TTL_SECONDS)
+
+
+async def deliver_soon(queue: RedisQueue, channel: str) -> None:
+    """Deliver the channel's pending announcements now. Never deduplicated by key: a delivery already running may
+    have read the channel before the newest entry; the channel's lease keeps two from posting at once."""
+    await queue.enqueue(JobName.DELIVER.value, key=f"deliver:{channel}:{secrets.token_hex(4)}", channel=channel,
+                        timeout=DELIVER_TIMEOUT_SECONDS, retries=DELIVER_RETRIES, retry_delay=2.0,
+                        retry_backoff=60.0, ttl=RESULT_TTL_SECONDS)

@@ -12,7 +12,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.consent.service import ConsentService
 from bot.drift.service import DriftService
-from bot.microsoft.http import Priority
 from bot.microsoft.tenant import parse_tenant
 from bot.readiness.service import CheckRequest, ReadinessService
 from bot.store import Cache
@@ -43,16 +42,17 @@ async def handle_drift_recheck_action(
     ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
     drift: DriftService,
 ) -> None:
-    """Handles Re-check: a fresh check now; a change is posted in the channel, no change is said privately."""
+    """Handles Re-check: a fresh check now; a change is posted in this channel and promised to every other channel
+    watching the tenant; no change is said privately."""
     await ack()
     tenant = await _tenant(body, action, drift, respond)
     if tenant is None:
         return
-    report = await drift.check(tenant, priority=Priority.HIGH)
-    change = await drift.observe(tenant, report, now=datetime.now(UTC))
+    channel = body["channel"]["id"]
+    report, change, who = await drift.recheck(tenant, channel, now=datetime.now(UTC))
     if change is not None and change.announce:
-        message = drift_message(change, drift.catalog, await drift.who(change, report.app_object_id))
-        await client.chat_postMessage(channel=body["channel"]["id"], text=message.text, blocks=message.blocks)
+        message = drift_message(change, drift.catalog, who)
+        await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
         return
     await respond(**notice_message(f"Checked again: nothing changed. The verdict is {report.verdict.value}.")
                   .to_response())
@@ -96,8 +96,9 @@ async def handle_drift_ack_action(
         "submit": {"type": "plain_text", "text": "Acknowledge"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            section("Acknowledged drift is not announced again until the item comes back and is lost anew. "
-                    "The channel sees who acknowledged it and why."),
+            section("Acknowledged drift is not announced again in this channel until the item comes back and is "
+                    "lost anew (other channels watching the tenant are told as usual). The channel sees who "
+                    "acknowledged it and why."),
             {"type": "input", "block_id": BlockId.DRIFT_ACK_REASON.value,
              "label": {"type": "plain_text", "text": "Reason"},
              "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True, "max_length": 500}},
@@ -109,17 +110,19 @@ async def handle_drift_snooze_action(
     ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient,
     drift: DriftService,
 ) -> None:
-    """Handles Snooze 24 h: the tenant's changes are not announced for a day."""
+    """Handles Snooze 24 h: the tenant's changes are not announced in this channel for a day (other channels
+    watching it are told as usual)."""
     await ack()
     tenant = await _tenant(body, action, drift, respond)
     if tenant is None:
         return
-    snapshot = await drift.snooze(tenant, now=datetime.now(UTC))
-    if snapshot is None or snapshot.snoozed_until is None:
+    snoozed_until = await drift.snooze(tenant, body["channel"]["id"], now=datetime.now(UTC))
+    if snoozed_until is None:
         await respond(**notice_message("That tenant has not been checked yet; nothing to snooze.").to_response())
         return
-    until = snapshot.snoozed_until.strftime("%Y-%m-%d %H:%M UTC")
-    note = f":zzz: Snoozed by <@{body['user']['id']}> until {until}: changes are not announced until then."
+    until = snoozed_until.strftime("%Y-%m-%d %H:%M UTC")
+    note = (f":zzz: Snoozed here by <@{body['user']['id']}> until {until}: its changes are not announced in this "
+            "channel until then.")
     message = closed_drift_message(body.get("message") or {}, note)
     await client.chat_update(channel=body["channel"]["id"], ts=(body.get("container") or {}).get("message_ts", ""),
                              text=message.text, blocks=message.blocks)

@@ -11,7 +11,8 @@ from typing import Any
 
 from bot.drift.audit import Revocations
 from bot.drift.fleet import Fleet, Names
-from bot.drift.model import Change, ChangeKind, ItemChange, Snapshot
+from bot.drift.model import Change, ChangeKind, ItemChange
+from bot.drift.service import Watching
 from bot.drift.store import WatchedTenant
 from bot.readiness.model import VERDICT_TEXT, Verdict
 from catalog import Catalog, Diff
@@ -87,6 +88,9 @@ def drift_message(change: Change, catalog: Catalog, who: Revocations | None = No
             body.append(f"*Back ({len(recovered)}):*")
             body += [_item_line(item, catalog) for item in recovered[:MAX_ITEMS_LISTED]]
         body += _who_lines(change, who)
+        if change.reason:
+            body.append(f":grey_question: Part of the tenant could not be read in the last two checks: "
+                        f"{escape(change.reason)}. What is listed above was read; the rest is as last known.")
     value = tenant_value(change.tenant)
     blocks: list[Block] = [header(title, BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(body)][:40]
@@ -116,9 +120,8 @@ def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
     back: dict[str, list[str]] = defaultdict(list)
     unknown: list[str] = []
     for change in changes:
-        if change.kind is ChangeKind.unknown:
+        if change.reason:
             unknown.append(change.label)
-            continue
         for item in change.items:
             (lost if item.drift else back)[item.catalog_name or item.title].append(change.label)
     lines: list[str] = []
@@ -179,19 +182,21 @@ def fleet_message(fleet: Fleet) -> Message:
     return Message(text=f"{fleet.tenants} watched tenants; blocked: {fleet.blocked.total}.", blocks=blocks)
 
 
-def watching_message(channel: str, rows: Sequence[tuple[WatchedTenant, Snapshot | None, str | None]],
-                     now: datetime, total: int | None = None) -> Message:
+def watching_message(channel: str, rows: Sequence[Watching], now: datetime, total: int | None = None) -> Message:
     """The tenants a channel watches (its first page when `total` says there are more): name, domain and id, last
-    verdict and when it was read; broken or snoozed subscriptions."""
+    verdict and when it was read; broken, snoozed or acknowledged here."""
     total = len(rows) if total is None else total
     if not rows:
         text = "This channel watches no tenant. `/itdr watch TENANT` adds one."
         return Message(text=text, blocks=[section(text, block_id=BlockId.BODY)])
     lines = []
-    for tenant, snapshot, broken in rows:
+    for row in rows:
+        tenant, snapshot, broken = row.tenant, row.snapshot, row.broken
         state = (f"{_verdict(snapshot.verdict)} · read {slack_date(snapshot.at)}" if snapshot else "not read yet")
-        if snapshot and snapshot.snoozed(now) and snapshot.snoozed_until:
-            state += f" · snoozed until {slack_date(snapshot.snoozed_until)}"
+        if row.snoozed_until is not None and row.snoozed_until > now:
+            state += f" · snoozed here until {slack_date(row.snoozed_until)}"
+        if (ack := row.acknowledged) is not None:
+            state += f" · {counted(len(ack.items), 'missing item')} acknowledged here by <@{escape(ack.by)}>"
         if broken:
             state += f" · :warning: *broken:* {escape(broken)}"
         name = tenant.name or (snapshot.name if snapshot else None)

@@ -40,7 +40,7 @@ async def handle_drift_ack_submission(
         return
     await ack()
     user = body["user"]["id"]
-    await drift.acknowledge(target.tenant, user, reason, now=datetime.now(UTC))
+    await drift.acknowledge(target.tenant, target.channel, user, reason, now=datetime.now(UTC))
     note = f":ballot_box_with_check: Acknowledged by <@{user}>: _{escape(reason)}_"
     original = await cache.get_json(message_key(target))
     if isinstance(original, dict):
