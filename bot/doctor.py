@@ -34,6 +34,8 @@ SKEW_WARN_SECONDS = 60
 EXPIRY_WARN_DAYS = 30
 #: No worker seen for this long while tenants are watched: nothing is swept.
 WORKER_GONE_SECONDS = 300
+#: Announcements still waiting this long are late (a delivery takes seconds; a 429 holds a channel a minute or so).
+ANNOUNCEMENT_LATE_SECONDS = 15 * 60
 #: A sweep that has not finished this long after its start (beyond its spread) is late.
 SWEEP_FINISH_MARGIN_SECONDS = 900
 _APP_TOKEN_SHAPE = re.compile(r"xapp-\d+-A[A-Z0-9]+-\d+-[0-9a-f]+")
@@ -298,7 +300,9 @@ async def worker_findings(settings: Settings, redis: RedisConnections, now: dt.d
     queue = queue_for(redis, settings)
     try:
         info = await queue.info()
-        watched = len(await DriftStore(redis.state).tenant_ids())
+        drift_store = DriftStore(redis.state)
+        watched = len(await drift_store.tenant_ids())
+        waiting, waiting_since = await drift_store.outbox_backlog()
         last_seen = await store.worker_last_seen()
         started, finished = await store.sweep_times()
         events = await store.recent_events(now - dt.timedelta(days=7))
@@ -341,6 +345,13 @@ async def worker_findings(settings: Settings, redis: RedisConnections, now: dt.d
                              "make sure an `itdr worker` runs and ITDR_SWEEP_CRON is what you mean"))
     else:
         findings.append(ok("sweep", detail))
+    if waiting and waiting_since is not None and (now - waiting_since).total_seconds() > ANNOUNCEMENT_LATE_SECONDS:
+        findings.append(warn("announcements", f"{waiting} channel{'s' if waiting > 1 else ''} with drift or revision "
+                             f"announcements waiting, the oldest since {waiting_since.strftime(when)}",
+                             "make sure an `itdr worker` runs; its log says why a channel's delivery fails"))
+    else:
+        findings.append(ok("announcements", f"{waiting} channel{'' if waiting == 1 else 's'} with announcements "
+                           "waiting" if waiting else "none waiting"))
     if events:
         said = "; ".join(f"{event.at.strftime(when)} {event.text}" for event in events[:3])
         findings.append(warn("ops events", f"{len(events)} in the last 7 days: {said}",

@@ -57,6 +57,7 @@ class OpsMonitor:
         self.first_pass = asyncio.Event()  # set once the checks at start are done (tests and logs wait on it)
         self._task: asyncio.Task[None] | None = None
         self._queue: Queue | None = None
+        self._stopping = asyncio.Event()
 
     # --- worker lifecycle (SAQ hooks) -----------------------------------------------------------------
 
@@ -66,6 +67,9 @@ class OpsMonitor:
         self._task = asyncio.create_task(self._run(), name="itdr-ops-monitor")
 
     async def stop(self, ctx: dict[str, Any]) -> None:
+        # The event as well as the cancel: Python 3.11's timeouts inside redis-py can turn a cancellation into a
+        # TimeoutError, which the loop outlives as a Redis fault; it then finds the event set instead of sleeping.
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,7 +104,7 @@ class OpsMonitor:
     async def _run(self) -> None:
         last_check = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.store.heartbeat(self.clock())
                 if self._queue is not None:
@@ -116,7 +120,8 @@ class OpsMonitor:
             except Exception:  # the monitor must outlive any one failure
                 log.exception("ops monitor check failed")
             self.first_pass.set()
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_SECONDS)
 
     # --- telling -------------------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from bot.drift.sweep import (
     deliver_soon,
     finish_now,
     queue_for,
+    summarise_soon,
 )
 from bot.microsoft.http import Priority
 from bot.microsoft.tokens import LOGIN_POOL_SIZE
@@ -139,6 +140,7 @@ async def finish_sweep(ctx: dict[str, Any], *, sweep: str) -> int:
     second worker, the fallback finish) it delivers what is still pending. The number of channels queued."""
     runtime = _runtime(ctx)
     await runtime.drift.finish(sweep, datetime.now(UTC))
+    await summarise_soon(ctx["queue"])  # App Home and /itdr fleet show the sweep's outcome now, not in a minute
     return await deliver_pending(ctx)
 
 
@@ -336,8 +338,10 @@ def build_worker(
         # A bounded wait for a job, within the queue client's socket timeout: an idle worker is not an outage.
         dequeue_timeout=QUEUE_BLOCK_SECONDS,
         cron_jobs=[
-            CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600),
-            CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300),
+            # One attempt each: a sweep is not started twice, and the next poll comes soon enough.
+            CronJob(sweep, cron=settings.itdr_sweep_cron, unique=True, timeout=600, retries=1),
+            CronJob(poll_consents, cron=cron_every(settings.itdr_consent_poll_seconds), unique=True, timeout=300,
+                    retries=1),
             CronJob(summarise_fleet, cron="* * * * *", unique=True, timeout=SUMMARY_TIMEOUT_SECONDS, retries=1),
             CronJob(deliver_pending, cron=cron_every(settings.itdr_delivery_check_seconds), unique=True,
                     timeout=120, retries=1),

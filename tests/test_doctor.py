@@ -278,3 +278,18 @@ def test_every_malformed_setting_is_its_own_line_without_its_value() -> None:
     assert any(d.startswith("SLACK_BOT_TOKEN is malformed") for d in details)
     assert len(findings) == 3 and all(finding.status is Status.fail for finding in findings)
     assert not any("#ops-secret-name" in line or "xoxp-user" in line or "x9" in line for line in lines)
+
+
+async def test_announcements_waiting_too_long_are_named(home: FakeMicrosoft, fake_slack: FakeSlack) -> None:
+    with own_redis(*GOOD_REDIS) as url:
+        settings = settings_for(home, fake_slack, url)
+        client = aioredis.Redis.from_url(url)
+        try:  # a channel whose drift announcement has waited 40 minutes (no worker delivered it)
+            waited = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=40)
+            await client.zadd(f"{settings.redis_prefix}outbox:channels", {"C0WAITING": waited.timestamp()})
+        finally:
+            await client.aclose()
+        findings = await doctor.run_checks(settings)
+    waiting = line(findings, "announcements")
+    assert waiting.status is Status.warn
+    assert waiting.detail.startswith("1 channel with drift or revision announcements waiting, the oldest since")

@@ -212,3 +212,34 @@ async def test_a_state_reset_is_told_once_across_two_workers(
     resets = [post for post in ops_posts(fake_slack)[told_before:] if post["text"].startswith("Redis lost")]
     assert len(resets) == 1
     assert "The bot's state was reset on" in resets[0]["text"] and "appendonly" in resets[0]["text"]
+
+
+async def test_a_stopping_worker_is_not_held_by_a_monitor_whose_cancellation_was_swallowed(
+        home: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> None:
+    """Python 3.11's `asyncio.timeout` (inside redis-py) can turn a cancellation into a TimeoutError, which the
+    monitor outlives as a Redis fault: it then slept a minute, and a worker stopping (a deploy) waited for it."""
+    from bot.store import StateUnavailable
+
+    settings = ops_settings(home, fake_slack, redis_url, redis_prefix)
+    async with Runtime.open(settings, Mode.WORKER) as runtime:
+        monitor = OpsMonitor(runtime)
+        entered = asyncio.Event()
+
+        async def heartbeat(at: dt.datetime) -> None:
+            entered.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise StateUnavailable("record the heartbeat") from None
+
+        monitor.store.heartbeat = heartbeat  # type: ignore[method-assign]
+        await monitor.start({"worker": build_worker(runtime, queue_for(runtime.redis, settings))})
+        await asyncio.wait_for(entered.wait(), 10)
+        started = asyncio.get_running_loop().time()
+        stopping = asyncio.create_task(monitor.stop({}))
+        done, _ = await asyncio.wait({stopping}, timeout=3)
+        assert done, "the monitor still held the stopping worker after 3 s"
+        assert asyncio.get_running_loop().time() - started < 3
+        if not done:
+            monitor._stopping.set()
+            await stopping

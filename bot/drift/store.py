@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
@@ -45,6 +45,9 @@ from bot.readiness.model import TenantInfo, Verdict
 from bot.store import State, pack, unpack
 
 SWEEP_TTL_SECONDS = 7 * 24 * 3600
+#: A sweep's announcements go out at its finish; if no finish ever ran (every finish job lost), this long after they
+#: were recorded (past the longest spread, a day, and the fallback finish).
+UNFINISHED_SWEEP = timedelta(hours=25)
 FLEET_BATCH = 1000  # tenants read per round trip when the fleet is summarised
 #: Each set's members joined by spaces: one reply per tenant instead of one command and reply each (channel ids
 #: hold no space), which is most of what listing 250,000 tenants costs.
@@ -484,6 +487,15 @@ class DriftStore:
         async with self.state.guard("read the announcements") as redis:
             return [_text(c) for c in cast(list[bytes], await redis.zrange(self.outbox.channels, 0, -1))]
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many channels have announcements waiting, and since when the oldest waits."""
+        async with self.state.guard("read the announcements") as redis, redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.outbox.channels)
+            pipe.zrange(self.outbox.channels, 0, 0, withscores=True)
+            count, oldest = await pipe.execute()
+        since = datetime.fromtimestamp(float(oldest[0][1]), UTC) if oldest else None
+        return int(count), since
+
     async def deliverable(self, channel: str, now: datetime) -> tuple[list[Pending], list[Pending]]:
         """The channel's announcements that may go out now (those of a finished sweep, or of none), oldest first,
         and those to drop instead: a week old, or of a tenant the channel no longer watches or has snoozed."""
@@ -511,7 +523,7 @@ class DriftStore:
             unwanted = entry.change is not None and (not ids & watched or bool(ids & snoozed))
             if unwanted or now - entry.recorded > MAX_AGE:
                 dropped.append(entry)
-            elif entry.sweep is None or entry.sweep in finished:
+            elif entry.sweep is None or entry.sweep in finished or now - entry.recorded > UNFINISHED_SWEEP:
                 due.append(entry)
         return due, dropped
 
