@@ -127,7 +127,7 @@ async def drift_card(slack: SlackSim, fake: FakeSlack, microsoft: FakeMicrosoft,
     try:
         drift = DriftService(catalog, store, readiness)
         report = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
-        recorded = await drift.record(scenario.tenant_id, report, now=datetime.now(UTC), sweep=None, audit=False)
+        recorded = await drift.record(scenario.tenant_id, report, now=datetime.now(UTC), sweep=None)
     finally:
         await readiness.aclose()
     assert recorded is not None and recorded.change.kind is ChangeKind.changed

@@ -85,22 +85,27 @@ class DriftService:
         return await readiness.run(readiness.request(tenant_id), fresh=fresh, priority=priority)
 
     async def watch(self, tenant_id: str, report: Report, channel: str, by: str, *, now: datetime) -> bool:
-        """Subscribe `channel` and take the tenant's first snapshot from `report` (a baseline: nothing to say)."""
+        """Subscribe `channel` and record `report`: the tenant's first snapshot (a baseline: nothing to say), or its
+        latest."""
         tenant = WatchedTenant(id=tenant_id, domain=report.tenant.domain, name=report.tenant.name, added_by=by,
                                added_at=now)
         new = await self.store.watch(tenant, channel)
-        await self.record(tenant_id, report, now=now, sweep=None, audit=False)
+        # A tenant other channels watch may have changed since their last sweep: they are told (and not this
+        # channel, whose answer is the verdict itself). Delivered by the workers' periodic look.
+        recorded = await self.record(tenant_id, report, now=now, sweep=None, skip_channel=channel)
+        if recorded is not None:
+            await self.deliver_soon(recorded.due)
         return new
 
     async def record(self, tenant_id: str, report: Report, *, now: datetime, sweep: str | None,
-                     skip_channel: str | None = None, audit: bool = True) -> Recorded | None:
+                     skip_channel: str | None = None) -> Recorded | None:
         """A reading of one tenant: what changed, and for drift who did it (or why that could not be read),
         recorded with its announcements (and, in a sweep, the tenant counted as checked) in one step. The
         directory audit is read first, from the change the snapshot implies now, because the sweep may be
         announced as soon as its last tenant is counted. None when this sweep already counted the tenant."""
         previous = await self.store.snapshot(tenant_id)
         _, preview = model.observe(previous, report, now=now)
-        who = await self.who(preview, report.app_object_id) if audit and preview.drifted else None
+        who = await self.who(preview, report.app_object_id) if preview.drifted else None
         return await self.store.update_snapshot(
             tenant_id, lambda snapshot: model.observe(snapshot, report, now=now), sweep=sweep, who=who, now=now,
             skip_channel=skip_channel)
