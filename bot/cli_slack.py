@@ -70,6 +70,12 @@ def cmd_socket(args: argparse.Namespace) -> int:
     return _run(Mode.SOCKET, _socket)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run
+
+    return run()
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from bot.settings import Mode
 
@@ -100,6 +106,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Reads `/itdr …` lines, prints the answers as text; press buttons by typing their number.",
     )
     console.set_defaults(func=cmd_console)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="the console against a simulated Microsoft cloud with sample tenants: nothing real, nothing leaves "
+             "the machine",
+        description="Check, consent, watch and sweep three sample tenants (contoso, fabrikam, northwind) of a "
+                    "simulated Microsoft cloud on 127.0.0.1, with an embedded Redis and no Slack.",
+    )
+    demo.set_defaults(func=cmd_demo)
 
 
 def main_job_mode(settings: Settings) -> Mode:

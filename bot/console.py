@@ -8,6 +8,7 @@ style request dispatched through Bolt, and a local "Slack" on 127.0.0.1 receives
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import queue
@@ -15,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -32,6 +33,8 @@ from bot.signals import run_until_signalled
 CONSOLE_TOKEN = "xoxb-console-loopback"
 TEAM, USER, CHANNEL = LocalSlack.team_id, "U0CONSOLE", "C0CONSOLE"
 HELP = "Type `/itdr why Mail.ReadWrite` (the `/itdr` is optional), `home`, a button number, or `quit`."
+#: A line a session handles itself: True when it did.
+LineHandler = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -151,6 +154,8 @@ class Console:
     buttons: list[Button] = field(default_factory=list)
     home_view: dict[str, Any] | None = None
     wait_seconds: float = 5.0
+    #: Lines a session adds (the demo's `sweep`, `demo revoke …`): True when it handled the line.
+    extension: LineHandler | None = None
     _triggers: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -174,12 +179,14 @@ class Console:
             self.show("response_url", payload)
         await self.collect(quiet=bool(response.body))
 
-    async def collect(self, *, quiet: bool = False) -> None:
-        """Print what the app sends back: wait for the first item, then drain what follows quickly."""
+    async def collect(self, *, quiet: bool = False, wait: float | None = None) -> None:
+        """Print what the app sends back: wait for the first item (`wait` seconds, quietly), then drain what follows
+        quickly."""
+        timeout = wait if wait is not None else 0.3 if quiet else self.wait_seconds
         try:
-            item = await asyncio.wait_for(self.loopback.inbox.get(), 0.3 if quiet else self.wait_seconds)
+            item = await asyncio.wait_for(self.loopback.inbox.get(), timeout)
         except TimeoutError:
-            if not quiet:
+            if not quiet and wait is None:
                 self.print("(no answer)")
             return
         while True:
@@ -201,7 +208,6 @@ class Console:
             title = (view.get("title") or {}).get("text", "")
             self.print("", f"[dialog: {title}]", *render_blocks(view.get("blocks", []), [], bold=self.bold), "")
             return
-        self.buttons = []
         if kind == "chat.update":
             where = "updated in the channel"
         elif kind == "chat.postMessage" or payload.get("response_type") == "in_channel":
@@ -209,7 +215,10 @@ class Console:
         else:
             where = "only you can see this"
         blocks = payload.get("blocks") or []
-        lines = render_blocks(blocks, self.buttons, bold=self.bold) if blocks else [plain(payload.get("text", ""))]
+        buttons: list[Button] = []
+        lines = render_blocks(blocks, buttons, bold=self.bold) if blocks else [plain(payload.get("text", ""))]
+        if buttons:  # a note without buttons ("Posted the request") leaves the card's buttons pressable
+            self.buttons = buttons
         self.print("", f"[{where}]", *lines, "")
 
     def command_body(self, text: str) -> dict[str, Any]:
@@ -223,11 +232,27 @@ class Console:
             "trigger_id": f"console.{next(self._triggers)}.{time.time()}",
         }
 
-    def action_body(self, button: Button) -> dict[str, Any]:
+    async def press(self, which: str, *, user: str = USER) -> None:
+        """Press a button of the last answer with buttons, by number or label, as `user`."""
+        if which.isdigit():
+            number = int(which)
+            if not 1 <= number <= len(self.buttons):
+                self.print(f"(no button {number}; the last answer has {len(self.buttons)})")
+                return
+            button = self.buttons[number - 1]
+        else:
+            labelled = [b for b in self.buttons if b.label.lower() == which.lower()]
+            if not labelled:
+                self.print(f"(no {which} button; the last answer has {', '.join(b.label for b in self.buttons)})")
+                return
+            button = labelled[0]
+        await self.dispatch(self.action_body(button, user=user))
+
+    def action_body(self, button: Button, *, user: str = USER) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": "block_actions",
             "team": {"id": TEAM},
-            "user": {"id": USER},
+            "user": {"id": user},
             "trigger_id": f"console.{next(self._triggers)}.{time.time()}",
             "actions": [
                 {
@@ -256,12 +281,10 @@ class Console:
             return True
         if line.lower() in ("quit", "exit", "q"):
             return False
+        if self.extension is not None and await self.extension(line):
+            return True
         if line.isdigit():
-            number = int(line)
-            if not 1 <= number <= len(self.buttons):
-                self.print(f"(no button {number}; the last answer has {len(self.buttons)})")
-                return True
-            await self.dispatch(self.action_body(self.buttons[number - 1]))
+            await self.press(line)
             return True
         if line.lower() == "home":
             await self.dispatch(
@@ -318,23 +341,34 @@ def _settle(future: asyncio.Future[str | None], line: str | None) -> None:
         future.set_result(line)
 
 
+#: A session around the console (the demo): given the runtime and the console, it runs what it needs while the
+#: console does and yields its line handler.
+Session = Callable[[Runtime, "Console"], contextlib.AbstractAsyncContextManager[LineHandler]]
+
+
 async def run_console(
     settings: Settings,
     *,
     lines: Iterable[str] | AsyncIterator[str] | None = None,
     out: TextIO | None = None,
     stop: asyncio.Event | None = None,
+    banner: str | None = None,
+    session: Session | None = None,
 ) -> int:
-    """Run the console until `quit`, end of input or `stop`. `lines`/`out` default to the terminal."""
+    """Run the console until `quit`, end of input or `stop`. `lines`/`out` default to the terminal; `banner` replaces
+    the greeting; `session` adds lines of its own."""
     out = out or sys.stdout
     stop = stop or asyncio.Event()
     loopback = Loopback()
     await loopback.start()
     try:
         local = settings.model_copy(update={"slack_api_url": loopback.api_url})
-        async with Runtime.open(local, Mode.CONSOLE, slack_token=CONSOLE_TOKEN) as runtime:
+        async with Runtime.open(local, Mode.CONSOLE, slack_token=CONSOLE_TOKEN) as runtime, \
+                contextlib.AsyncExitStack() as stack:
             console = Console(build_app(runtime), loopback, out)
-            console.print("itdr console: " + HELP)
+            if session is not None:
+                console.extension = await stack.enter_async_context(session(runtime, console))
+            console.print(banner or "itdr console: " + HELP)
             source: AsyncIterator[str] = (
                 _aiter(lines) if lines is not None and not isinstance(lines, AsyncIterator)
                 else lines if lines is not None else aiter(Prompt("itdr> "))

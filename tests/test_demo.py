@@ -1,0 +1,88 @@
+"""`itdr demo`: what an evaluator sees with no tenant and no Slack: the banner, a check of each sample tenant, a
+consent approved and verified, a watched tenant losing a permission and the sweep saying so and who did it; and
+nothing left running after `quit`."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from bot.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def demo(*lines: str) -> str:
+    out = io.StringIO()
+    assert await run_demo(lines=[*lines, "quit"], out=out) == 0
+    return out.getvalue()
+
+
+def section(text: str, after: str) -> str:
+    """The transcript from the answer to the line that starts with `after`."""
+    return text[text.index(after):]
+
+
+async def test_the_banner_names_the_sample_tenants_and_says_nothing_is_real() -> None:
+    text = await demo()
+    banner = text.split("itdr>")[0]
+    assert "NOTHING HERE IS REAL" in banner and "nothing leaves this machine" in banner
+    for domain in ("contoso.onmicrosoft.com", "fabrikam.onmicrosoft.com", "northwind.onmicrosoft.com"):
+        assert domain in banner
+    assert "only eligible under PIM" in banner
+
+
+async def test_each_sample_tenant_checks_as_the_banner_says() -> None:
+    text = await demo("check contoso.onmicrosoft.com", "check fabrikam.onmicrosoft.com",
+                      "check northwind.onmicrosoft.com")
+    contoso, fabrikam, northwind = text.split("== ")[1:4]
+    assert contoso.startswith("✓ Ready")
+    assert fabrikam.startswith("⛔ Blocked") and "✗ AuditLog.Read.All" in fabrikam and "Why it matters" in fabrikam
+    assert "✗ Security Administrator" in northwind and "Eligible only (PIM)" in northwind
+    assert "✗ AppRoleAssignment.ReadWrite.All" in northwind, "what v6 added is missing: behind a revision"
+
+
+async def test_a_consent_is_requested_approved_by_the_other_approver_granted_and_verified() -> None:
+    text = await demo("consent fabrikam.onmicrosoft.com", "2", "as avery approve",  # 2: Approve, as oneself
+                      "demo admin-consent fabrikam.onmicrosoft.com")
+    assert "== Consent request: Fabrikam ==" in text
+    assert "This is your own request: another approver has to decide it." in text, "four eyes, even in the demo"
+    approved = section(text, "== Consent approved, waiting for the admin: Fabrikam ==")
+    assert "Approved by U0AVERY" in approved and "adminconsent?client_id=" in approved
+    assert "https://127.0.0.1:" in approved, "the admin-consent link points at the simulated cloud"
+    verified = section(approved, "== Consent verified: Fabrikam ==")
+    assert "a fresh readiness check shows v6 granted (verdict: ready)" in verified
+
+
+async def test_a_revoked_permission_is_drift_in_the_next_sweep_naming_who() -> None:
+    text = await demo("watch contoso.onmicrosoft.com", "sweep",
+                      "demo revoke contoso.onmicrosoft.com user.read.all", "sweep")
+    assert "This channel now watches Contoso" in text
+    assert "(swept 1 of 1 watched tenants: 0 changed)" in text, "a quiet sweep says so and posts nothing"
+    drift = section(text, "== 🚨 Drift: Contoso ==")
+    assert "`User.Read.All` pass → fail" in drift
+    assert "Remove app role assignment from service principal (`User.Read.All`) by it-admin@contoso.onmicrosoft.com" \
+        in drift
+    assert drift.count("== 🚨 Drift") == 1
+
+
+async def test_nothing_is_left_running_after_quit() -> None:
+    before = {thread.name for thread in threading.enumerate()}
+    await demo("check contoso.onmicrosoft.com")
+    after = {thread.name for thread in threading.enumerate()} - before
+    assert "fake-microsoft" not in after, "the simulated cloud's server stopped"
+
+
+def test_run_demo_from_a_shell_with_piped_input(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ITDR_"))}
+    env |= {"PYTHONPATH": str(ROOT), "REDIS_URL": "redis://127.0.0.1:1/0"}  # ignored: the demo embeds its own
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "demo"], input="check contoso.onmicrosoft.com\nquit\n",
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "NOTHING HERE IS REAL" in result.stdout and "== ✓ Ready ==" in result.stdout
+    assert "Traceback" not in result.stderr and "Some tasks did not finish" not in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing written where it ran"
