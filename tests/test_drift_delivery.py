@@ -207,7 +207,7 @@ async def test_a_post_cancelled_mid_flight_is_posted_once_by_the_next_worker(
         scenario.revoke(GRAPH_APP_ID, "User.Read.All")
         await fleet.settled()
         # Slack asked every worker to hold off the channel (a 429 moments ago): the post waits its turn.
-        await fleet.runtime.redis.state.client.set(f"{redis_prefix}pace:C0CANCEL", b"1", px=4000)
+        await fleet.runtime.redis.state.client.set(f"{redis_prefix}pace:C0CANCEL", b"1", px=10000)
         sweep = await start_sweep(fleet.queue, fleet.runtime.drift.store, settings, now=datetime.now(UTC))
         await until(lambda: _deliveries_running(fleet), within=30, what="the delivery waiting for its turn")
         progress = await fleet.runtime.drift.progress(sweep)
