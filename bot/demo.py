@@ -117,6 +117,9 @@ class DemoSession:
         if not words:
             return False
         command = words[0].lower()
+        if " ".join(words).lower() in ("help", "/itdr help"):
+            self.console.print(DEMO_HELP)
+            return False  # the app's own help follows
         if command == "sweep" and len(words) == 1:
             await self.sweep()
         elif command == "as" and len(words) >= 3 and words[1].lower() == "avery":

@@ -31,6 +31,10 @@ CHANGES_ANNOUNCED = Counter("itdr_changes_announced_total", "Tenants whose chang
 SLACK_POSTS = Counter("itdr_slack_posts_total", "Messages the worker posted to channels, by result", ["result"])
 CONSENT_TRANSITIONS = Counter("itdr_consent_transitions_total", "Consent audit actions, by kind", ["kind"])
 QUEUE_DEPTH = Gauge("itdr_queue_depth", "Jobs waiting in the queue (set by each worker every minute)")
+ANNOUNCEMENTS_WAITING = Gauge("itdr_announcement_channels_waiting",
+                              "Channels with drift or revision announcements Slack has not accepted yet")
+ANNOUNCEMENT_AGE_SECONDS = Gauge("itdr_announcement_oldest_wait_seconds",
+                                 "How long the oldest announcement not yet accepted by Slack has waited")
 
 #: Statuses told apart; any other is counted by its class (2xx, 4xx, 5xx), so the label set stays small.
 _EXACT_STATUSES = frozenset({400, 401, 403, 404, 429, 500, 502, 503, 504})

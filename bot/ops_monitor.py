@@ -109,6 +109,9 @@ class OpsMonitor:
                 await self.store.heartbeat(self.clock())
                 if self._queue is not None:
                     metrics.QUEUE_DEPTH.set(await self._queue.count("queued"))
+                waiting, since = await self.runtime.drift.outbox_backlog()
+                metrics.ANNOUNCEMENTS_WAITING.set(waiting)
+                metrics.ANNOUNCEMENT_AGE_SECONDS.set((self.clock() - since).total_seconds() if since else 0)
                 if loop.time() - last_check >= CHECK_SECONDS or not self.first_pass.is_set():
                     last_check = loop.time()
                     await self.check_credentials()

@@ -71,6 +71,7 @@ async def test_metrics_move_after_a_slash_command_a_check_and_a_sweep(
     assert moved("itdr_sweep_tenants_checked_total") == 1
     assert moved("itdr_sweep_duration_seconds_count") == 1
     assert any(name == "itdr_queue_depth" for name, _ in after)
+    assert any(name == "itdr_announcement_channels_waiting" for name, _ in after)
     assert not any(scenario.tenant_id in str(labels) for _, labels in after)  # no tenant in any label
 
 

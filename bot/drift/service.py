@@ -164,6 +164,10 @@ class DriftService:
     async def outbox_channels(self) -> list[str]:
         return await self.store.outbox_channels()
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many channels have announcements waiting, and since when the oldest waits."""
+        return await self.store.outbox_backlog()
+
     async def deliverable(self, channel: str, now: datetime) -> tuple[list[Pending], list[Pending]]:
         return await self.store.deliverable(channel, now)
 
