@@ -180,6 +180,9 @@ async def deliver_channel(ctx: dict[str, Any], *, channel: str) -> int:
         # Shielded: a cancelled job (timeout, shutdown) still lets go, so a retry need not wait out the lease.
         with contextlib.suppress(Exception):
             await asyncio.shield(drift.release_lease(channel, token))
+    # An announcement recorded between the last look and letting go was turned away by the lease: take it now.
+    if (await drift.deliverable(channel, datetime.now(UTC)))[0]:
+        await deliver_soon(ctx["queue"], channel)
     return posted
 
 
