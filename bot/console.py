@@ -103,9 +103,10 @@ def _decode(text: str) -> str:
 
 
 def render_blocks(
-    blocks: list[dict[str, Any]], buttons: list[Button], *, home: bool = False, bold: bool = False
+    blocks: list[dict[str, Any]], buttons: list[Button], *, home: bool = False, bold: bool = False,
+    links: list[str] | None = None,
 ) -> list[str]:
-    """Blocks as text lines; buttons get numbers appended to `buttons`."""
+    """Blocks as text lines; buttons get numbers appended to `buttons`, link buttons' URLs to `links`."""
     lines: list[str] = []
 
     def text(value: str) -> str:
@@ -114,6 +115,8 @@ def render_blocks(
     def add_button(element: dict[str, Any], block_id: str) -> str:
         label = element["text"]["text"]
         if element.get("url"):  # a link button opens a page rather than calling the app
+            if links is not None:
+                links.append(element["url"])
             return f"[{label}: {element['url']}]"
         buttons.append(Button(label, element["action_id"], element.get("value", ""), block_id, home))
         return f"[{len(buttons)}] {label}"
@@ -153,6 +156,7 @@ class Console:
     out: TextIO = sys.stdout
     buttons: list[Button] = field(default_factory=list)
     home_view: dict[str, Any] | None = None
+    links: list[str] = field(default_factory=list)  # link buttons' URLs shown, newest last (the demo opens them)
     wait_seconds: float = 5.0
     #: Lines a session adds (the demo's `sweep`, `demo revoke …`): True when it handled the line.
     extension: LineHandler | None = None
@@ -216,7 +220,8 @@ class Console:
             where = "only you can see this"
         blocks = payload.get("blocks") or []
         buttons: list[Button] = []
-        lines = render_blocks(blocks, buttons, bold=self.bold) if blocks else [plain(payload.get("text", ""))]
+        lines = (render_blocks(blocks, buttons, bold=self.bold, links=self.links) if blocks
+                 else [plain(payload.get("text", ""))])
         if buttons:  # a note without buttons ("Posted the request") leaves the card's buttons pressable
             self.buttons = buttons
         self.print("", f"[{where}]", *lines, "")

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
+
+import httpx
 
 from bot.console import CONSOLE_TOKEN, USER, Console, LineHandler, run_console
 from bot.drift.sweep import queue_for, sweep_now
@@ -64,6 +67,10 @@ def granted(catalog: Catalog, version: str, sample: SampleTenant, *, without: tu
 def sample_cloud(catalog: Catalog) -> FakeMicrosoft:
     cloud = FakeMicrosoft(client_secret=secrets.token_urlsafe(24))
     latest = catalog.latest.version
+    # What the ITDR app asks for statically, so the simulated admin consent grants the latest revision.
+    cloud.consent_grants = [(i.ids.resource_app_id, i.ids.application_id) for i in catalog.items_at(latest)
+                            if i.kind is Kind.application_permission and not i.cpv_only and i.ids.resource_app_id
+                            and i.ids.application_id]
     cloud.add_tenant(granted(catalog, latest, CONTOSO))
     cloud.add_tenant(granted(catalog, latest, FABRIKAM, without=FABRIKAM_MISSING))
     northwind = cloud.add_tenant(granted(catalog, "v5", NORTHWIND))
@@ -98,7 +105,7 @@ DEMO_HELP = """Demo commands (nothing real):
   sweep                                    check every watched tenant now and post what changed
   demo revoke TENANT PERMISSION-OR-ROLE    an admin removes it from the ITDR app (Entra's audit records who)
   demo grant TENANT PERMISSION-OR-ROLE     an admin gives it back
-  demo admin-consent TENANT                the tenant admin grants everything the latest revision asks
+  demo admin-consent TENANT                the tenant's admin opens the card's admin-consent link
   as avery N|LABEL                         press a button (by number or label, e.g. `approve`) as Avery,
                                            an approver (you asked, so you cannot approve your own request)"""
 
@@ -135,7 +142,7 @@ class DemoSession:
         if action in ("revoke", "grant") and len(args) >= 3:
             self.console.print(self.change(action, args[1], " ".join(args[2:])))
         elif action == "admin-consent" and len(args) == 2:
-            self.console.print(self.admin_consent(args[1]))
+            self.console.print(await self.admin_consent(args[1]))
             # The worker's next look at approved requests verifies it and updates the card: show that.
             await self.console.collect(wait=self.runtime.settings.itdr_consent_poll_seconds + 3.0)
         else:
@@ -181,19 +188,24 @@ class DemoSession:
         return (f"(simulated: {admin} {verb} {item.name} {'from' if action == 'revoke' else 'to'} the ITDR app in "
                 f"{scenario.display_name}; Entra's audit log records it. `sweep` or `check` to see it.)")
 
-    def admin_consent(self, tenant_name: str) -> str:
+    async def admin_consent(self, tenant_name: str) -> str:
+        """The tenant's Global Administrator opens the card's admin-consent link: a real GET of it, answered by the
+        simulated cloud's `/adminconsent` as Microsoft's would (the app's permissions granted)."""
         scenario = self.tenant(tenant_name)
         if scenario is None:
             return f"(no sample tenant {tenant_name}: {', '.join(s.domain for s in SAMPLES)})"
-        catalog = self.runtime.catalog
-        for item in catalog.items_at(catalog.latest.version):
-            if item.kind is Kind.application_permission and not item.cpv_only and item.ids.resource_app_id and \
-                    item.ids.application_id:
-                pair = (item.ids.resource_app_id, item.ids.application_id)
-                if pair not in scenario.app_role_assignments:
-                    scenario.app_role_assignments.append(pair)
-        return (f"(simulated: {scenario.display_name}'s admin opened the admin-consent link and granted what "
-                f"{catalog.latest.version} asks. The worker verifies an approved request within "
+        marker = f"/{scenario.tenant_id}/adminconsent?"
+        link = next((url for url in reversed(self.console.links) if marker in url), None)
+        if link is None:
+            return (f"(no admin-consent link for {scenario.display_name} yet: `consent {scenario.initial_domain}`, "
+                    "then `as avery approve`, shows one)")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(self.cloud.ca_path)),
+                                     trust_env=False) as client:
+            answer = await client.get(link)
+        if answer.status_code >= 400:
+            return f"(simulated: Microsoft refused the link: {answer.text})"
+        return (f"(simulated: {scenario.display_name}'s Global Administrator opened the link. Microsoft: "
+                f"{answer.text} A worker verifies the approved request within "
                 f"{self.runtime.settings.itdr_consent_poll_seconds} s; Verify now on the card does it at once.)")
 
     async def sweep(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -49,11 +50,14 @@ async def test_each_sample_tenant_checks_as_the_banner_says() -> None:
 async def test_a_consent_is_requested_approved_by_the_other_approver_granted_and_verified() -> None:
     text = await demo("consent fabrikam.onmicrosoft.com", "2", "as avery approve",  # 2: Approve, as oneself
                       "demo admin-consent fabrikam.onmicrosoft.com")
+    early = await demo("consent fabrikam.onmicrosoft.com", "demo admin-consent fabrikam.onmicrosoft.com")
+    assert "(no admin-consent link for Fabrikam yet" in early, "no link before the approvers decide"
     assert "== Consent request: Fabrikam ==" in text
     assert "This is your own request: another approver has to decide it." in text, "four eyes, even in the demo"
     approved = section(text, "== Consent approved, waiting for the admin: Fabrikam ==")
     assert "Approved by U0AVERY" in approved and "adminconsent?client_id=" in approved
     assert "https://127.0.0.1:" in approved, "the admin-consent link points at the simulated cloud"
+    assert "opened the link. Microsoft: Admin consent granted in Fabrikam" in approved, "the card's own link"
     verified = section(approved, "== Consent verified: Fabrikam ==")
     assert "a fresh readiness check shows v6 granted (verdict: ready)" in verified
 
@@ -86,3 +90,31 @@ def test_run_demo_from_a_shell_with_piped_input(tmp_path: Path) -> None:
     assert "NOTHING HERE IS REAL" in result.stdout and "== ✓ Ready ==" in result.stdout
     assert "Traceback" not in result.stderr and "Some tasks did not finish" not in result.stderr
     assert list(tmp_path.iterdir()) == [], "nothing written where it ran"
+
+
+def test_the_simulated_admin_consent_redirects_as_microsoft_documents() -> None:
+    """../shared/reference/microsoft-apis.md §7: success → `tenant`, `state`, `admin_consent=True`; an error →
+    `error`, `error_description`, `state` and no `tenant`."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import httpx
+
+    from bot.microsoft.tenant import admin_consent_url
+    from bot.simulated.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario
+
+    with FakeMicrosoft() as cloud:
+        scenario = cloud.add_tenant(TenantScenario("5b7c6a8e-1111-4e2f-9c3d-000000000001"))
+        cloud.consent_grants = [(GRAPH_APP_ID, "b0afded3-3588-46d8-8b3d-9842eff778da")]  # AuditLog.Read.All
+        back = "https://itdr.example.com/consent/callback"
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cloud.ca_path)), trust_env=False) as client:
+            ok = client.get(admin_consent_url(cloud.authority_host, cloud.target_app_id, scenario.tenant_id,
+                                              state="s1", redirect_uri=back))
+            wrong = client.get(admin_consent_url(cloud.authority_host, "not-the-app", scenario.tenant_id,
+                                                 state="s2", redirect_uri=back))
+    assert ok.status_code == 302 and ok.headers["location"].startswith(back + "?")
+    assert parse_qs(urlsplit(ok.headers["location"]).query) == {
+        "tenant": [scenario.tenant_id], "state": ["s1"], "admin_consent": ["True"]}
+    assert (GRAPH_APP_ID, "b0afded3-3588-46d8-8b3d-9842eff778da") in scenario.app_role_assignments
+    assert scenario.audit_events[-1]["activityDisplayName"] == "Consent to application"
+    refused = parse_qs(urlsplit(wrong.headers["location"]).query)
+    assert refused["error"] and refused["state"] == ["s2"] and "tenant" not in refused

@@ -585,6 +585,19 @@ class TenantScenario:
             ),
         }], by=by, at=at)
 
+    def consent(self, grants: list[tuple[str, str]], *, by: str = "alex@contoso.onmicrosoft.com",
+                at: dt.datetime | None = None) -> None:
+        """A Global Administrator grants admin consent: the app's static application permissions (resource appId,
+        appRoleId) become assignments, and Entra logs "Consent to application" on the service principal."""
+        for grant in grants:
+            if grant not in self.app_role_assignments:
+                self.app_role_assignments.append(grant)
+        self._audit("Consent to application", "ApplicationManagement", "Assign", [{
+            "id": self.sp_id, "displayName": self.sp_display_name, "type": "ServicePrincipal",
+            "modifiedProperties": self._props(False, ConsentContext__IsAdminConsent="True",
+                                              ConsentAction__Permissions=f"{len(grants)} application permissions"),
+        }], by=by, at=at)
+
     def remove_role(self, template_id: str, *, eligible: bool = False, by: str = "alex@contoso.onmicrosoft.com",
                     at: dt.datetime | None = None) -> None:
         """An admin removes a directory role from the app: "Remove member from role" (or, under PIM, "Remove
@@ -835,6 +848,9 @@ class FakeMicrosoft:
         self.password_credentials: list[dict[str, Any]] = []  # see `password_credential`
         self.key_credentials: list[dict[str, Any]] = []
         self.tenants: dict[str, TenantScenario] = {}
+        # What the target app asks for statically (requiredResourceAccess): admin consent grants these.
+        self.consent_grants: list[tuple[str, str]] = []
+        self.consent_admin = "admin"  # the local part of the Global Administrator who consents, per tenant
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self._tokens: dict[str, tuple[str, str]] = {}  # access token -> (tenant id, service)
@@ -1221,7 +1237,31 @@ class FakeMicrosoft:
                 if scenario is None:
                     return self._tenant_not_found(parts[0])
                 return self._token(scenario, dict(parse_qsl(raw.decode("utf-8"))))
+        if method == "GET" and len(parts) == 2 and parts[1] == "adminconsent":
+            return self._admin_consent(self._tenant(parts[0]), query)
         return 404, {}, {"error": "not_found", "error_description": f"No fake for {method} {path}"}
+
+    def _admin_consent(self, scenario: TenantScenario | None, query: Mapping[str, str]
+                       ) -> tuple[int, dict[str, str], Any]:
+        """The v1 admin-consent endpoint, the admin consenting at once (no sign-in page). Source:
+        ../shared/reference/microsoft-apis.md §7 (MicrosoftDocs/entra-docs v2-admin-consent.md): success redirects to
+        `redirect_uri?tenant={guid}&state=…&admin_consent=True`; an error carries `error`, `error_description` and
+        `state`, and no `tenant`. Without a redirect_uri Microsoft lands on the app's own page: a short one here."""
+        state, redirect = query.get("state", ""), query.get("redirect_uri")
+        if scenario is None or query.get("client_id") != self.target_app_id:
+            error = {"error": "invalid_request", "state": state, "error_description":
+                     "AADSTS700016: Application not found in the directory." if scenario else
+                     "AADSTS90002: Tenant not found."}
+            if redirect:
+                return 302, {"location": f"{redirect}?{urlencode(error)}"}, b""
+            return 400, {"content-type": "text/plain; charset=utf-8"}, error["error_description"].encode()
+        scenario.consent(self.consent_grants, by=f"{self.consent_admin}@{scenario.initial_domain}")
+        if redirect:
+            answer = {"tenant": scenario.tenant_id, "state": state, "admin_consent": "True"}
+            return 302, {"location": f"{redirect}?{urlencode(answer)}"}, b""
+        page = (f"Admin consent granted in {scenario.display_name} for the app's {len(self.consent_grants)} "
+                "application permissions (simulated: nothing real).")
+        return 200, {"content-type": "text/plain; charset=utf-8"}, page.encode()
 
     def _token(self, scenario: TenantScenario, form: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         client_id = form.get("client_id", "")
