@@ -321,3 +321,19 @@ async def test_a_broken_subscription_is_mended_by_the_next_post_that_gets_throug
     await fleet.sweep()
     assert fleet.posts("C0MEND")[0]["text"].startswith("Recovered: Mended")
     assert await fleet.runtime.drift.store.broken() == {}
+
+
+async def test_a_channel_whose_announcements_expired_unsent_leaves_the_waiting_list(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Expired")
+    await fleet.watch(scenario, "C0EXPIRED")
+    drift = fleet.runtime.drift
+    sweep = "20261205T000000-expired"
+    await drift.store.start_sweep(sweep, 1, datetime.now(UTC))  # a sweep that never finishes
+    scenario.revoke(GRAPH_APP_ID, "User.Read.All")
+    report = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
+    await drift.record(scenario.tenant_id, report, now=datetime.now(UTC), sweep=sweep)
+    assert await drift.outbox_channels() == ["C0EXPIRED"]
+    # A week passes with no worker able to post: Redis expires the channel's announcements.
+    await fleet.runtime.redis.state.client.delete(drift.store.outbox.hash("C0EXPIRED"))
+    assert await drift.deliverable("C0EXPIRED", datetime.now(UTC)) == ([], [])
+    assert await drift.outbox_channels() == [], "doctor and the periodic look no longer count it"

@@ -501,6 +501,10 @@ class DriftStore:
         and those to drop instead: a week old, or of a tenant the channel no longer watches or has snoozed."""
         async with self.state.guard("read the announcements") as redis:
             raw = await redis.hgetall(self.outbox.hash(channel))
+            if not raw:  # delivered, or expired unsent: the channel leaves the list (atomically: none was added)
+                await self._done(keys=[self.outbox.hash(channel), self.outbox.channels, self.key("watch", "broken")],
+                                 args=[channel, self.state.prefix, "0"], client=redis)
+                return [], []
             entries = sorted((Pending.from_json(channel, value) for value in raw.values()),
                              key=lambda e: (e.recorded, e.id))
             sweeps = sorted({e.sweep for e in entries if e.sweep})
