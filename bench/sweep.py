@@ -10,7 +10,7 @@ same fake, baseline and sweeps); `--py-spy` profiles the first worker during eac
 
 Processes (each child in its own session, always stopped: on exit, errors, Ctrl-C and SIGTERM):
 
-* the fake Microsoft (`tests/fakes/microsoft.py`: login with OIDC discovery and client-credentials tokens, Graph
+* the fake Microsoft (`bot/simulated/microsoft.py`: login with OIDC discovery and client-credentials tokens, Graph
   with `$batch`, the Exchange admin API, over HTTPS with a throwaway CA), `--fake-procs` processes sharing its three
   listening sockets, `--latency` added to every HTTP request (not per `$batch` sub-request). `--tenants` tenants,
   each granting the ITDR app everything the latest revision asks (verdict ready, so no sweep finds drift). Bench
