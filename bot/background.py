@@ -36,6 +36,14 @@ class BackgroundTasks:
 
         task.add_done_callback(ended)
 
+    async def settled(self, seconds: float) -> None:
+        """Wait up to `seconds` for the work under way, and any it starts, cancelling nothing (the console prints a
+        check's answer once it is there)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+
     async def drain(self, seconds: float) -> None:
         """Wait up to `seconds` for the work under way, then cancel what is left."""
         if not self._tasks:

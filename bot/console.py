@@ -25,6 +25,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.app import build_app
+from bot.background import BackgroundTasks
 from bot.loopback import LocalSlack, parse_body
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
@@ -158,6 +159,9 @@ class Console:
     home_view: dict[str, Any] | None = None
     links: list[str] = field(default_factory=list)  # link buttons' URLs shown, newest last (the demo opens them)
     wait_seconds: float = 5.0
+    #: The listeners' work after their ack (a check, a card): its answers are printed once it is done.
+    background: BackgroundTasks | None = None
+    settle_seconds: float = 60.0
     #: Lines a session adds (the demo's `sweep`, `demo revoke …`): True when it handled the line.
     extension: LineHandler | None = None
     _triggers: Any = field(default_factory=lambda: itertools.count(1))
@@ -181,6 +185,8 @@ class Console:
             except ValueError:
                 payload = {"text": response.body}
             self.show("response_url", payload)
+        if self.background is not None:
+            await self.background.settled(self.settle_seconds)
         await self.collect(quiet=bool(response.body))
 
     async def collect(self, *, quiet: bool = False, wait: float | None = None) -> None:
@@ -370,7 +376,7 @@ async def run_console(
         local = settings.model_copy(update={"slack_api_url": loopback.api_url})
         async with Runtime.open(local, Mode.CONSOLE, slack_token=CONSOLE_TOKEN) as runtime, \
                 contextlib.AsyncExitStack() as stack:
-            console = Console(build_app(runtime), loopback, out)
+            console = Console(build_app(runtime), loopback, out, background=runtime.background)
             if session is not None:
                 console.extension = await stack.enter_async_context(session(runtime, console))
             console.print(banner or "itdr console: " + HELP)

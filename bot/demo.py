@@ -194,7 +194,7 @@ class DemoSession:
         scenario = self.tenant(tenant_name)
         if scenario is None:
             return f"(no sample tenant {tenant_name}: {', '.join(s.domain for s in SAMPLES)})"
-        marker = f"/{scenario.tenant_id}/adminconsent?"
+        marker = f"/{scenario.tenant_id}/adminconsent"  # the link the card shows (built in bot.microsoft.tenant)
         link = next((url for url in reversed(self.console.links) if marker in url), None)
         if link is None:
             return (f"(no admin-consent link for {scenario.display_name} yet: `consent {scenario.initial_domain}`, "
