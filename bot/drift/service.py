@@ -134,9 +134,7 @@ class DriftService:
         if recorded is None:
             return report, None, None
         await self.deliver_soon(recorded.due)
-        change = recorded.change
-        who = await self.who(change, report.app_object_id) if change.drifted else None
-        return report, change, who
+        return report, recorded.change, recorded.who
 
     async def start_sweep(self, queue: RedisQueue, settings: Settings, *, now: datetime) -> str:
         return await start_sweep(queue, self.store, settings, now=now)

@@ -106,6 +106,7 @@ class Recorded:
 
     change: Change
     due: tuple[str, ...] = ()
+    who: Revocations | None = None  # the directory audit behind a drift, as announced
 
 
 class DriftStore:
@@ -381,7 +382,7 @@ class DriftStore:
                 if live_sweep and change.verdict_after is Verdict.unknown:
                     pipe.hincrby(self.key("sweep", sweep), "unknown", 1)
             await pipe.execute()
-            return Recorded(change, tuple(e.channel for e in entries) if due else ())
+            return Recorded(change, tuple(e.channel for e in entries) if due else (), who)
 
         watched = [key, channels_key] + ([finished_key] if finished_key else [])
         return await self.state.atomically("record the tenant's snapshot", watched, body)
