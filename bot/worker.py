@@ -237,6 +237,16 @@ async def _post(ctx: dict[str, Any], channel: str, message: Message, entries: li
     return True
 
 
+async def post_message(ctx: dict[str, Any], *, channel: str, text: str, blocks: list[dict[str, Any]],
+                       notification: str, tenant: str | None = None) -> str:
+    """A post the version before the outbox queued as a job, still in the queue at a deploy: recorded as a pending
+    announcement (once, keyed by its notification) and delivered like every other."""
+    drift = _runtime(ctx).drift
+    await drift.promise_message(channel, text, blocks, notification, datetime.now(UTC))
+    await deliver_soon(ctx["queue"], channel)
+    return "taken over"
+
+
 async def summarise_fleet(ctx: dict[str, Any]) -> int:
     """Recompute the stored fleet summary if the fleet changed since; the number of tenants summarised (0: it was
     current)."""
@@ -334,6 +344,7 @@ def build_worker(
         queue,
         functions=[(JobName.CHECK.value, check_tenant), (JobName.FINISH.value, finish_sweep),
                    (JobName.DELIVER.value, deliver_channel), (JobName.DELIVER_PENDING.value, deliver_pending),
+                   (JobName.LEGACY_POST.value, post_message),
                    (JobName.SWEEP.value, sweep),
                    (JobName.CONSENTS.value, poll_consents), (FIX_RECHECK_JOB, fix_recheck),
                    (JobName.SUMMARY.value, summarise_fleet)],

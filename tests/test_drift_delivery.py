@@ -337,3 +337,32 @@ async def test_a_channel_whose_announcements_expired_unsent_leaves_the_waiting_l
     await fleet.runtime.redis.state.client.delete(drift.store.outbox.hash("C0EXPIRED"))
     assert await drift.deliverable("C0EXPIRED", datetime.now(UTC)) == ([], [])
     assert await drift.outbox_channels() == [], "doctor and the periodic look no longer count it"
+
+
+async def test_a_deploy_mid_sweep_loses_nothing_the_previous_version_had_promised(fleet: Fleet) -> None:
+    """The version before the outbox kept a sweep's changes in a list announced at its finish, and queued each post
+    as a `post_message` job: both are taken over by the new workers, each said once."""
+    scenario = fleet.tenant(name="Upgraded")
+    await fleet.watch(scenario, "C0UPGRADE")
+    drift = fleet.runtime.drift
+    state = fleet.runtime.redis.state
+    sweep = "20261205T000000-upgrade"
+    await drift.store.start_sweep(sweep, 1, datetime.now(UTC))
+    scenario.revoke(GRAPH_APP_ID, "User.Read.All")
+    report = await drift.check(scenario.tenant_id, priority=Priority.HIGH)
+    from bot.drift import model
+
+    _, change = model.observe(await drift.store.snapshot(scenario.tenant_id), report, now=datetime.now(UTC))
+    # As the previous version wrote them: the change in the sweep's list, the tenant counted.
+    await state.client.rpush(state.key("sweep", sweep, "changes"), change.model_dump_json())
+    await state.client.sadd(state.key("sweep", sweep, "done"), scenario.tenant_id)
+    await fleet.queue.enqueue("post_message", key="post:revision:v6:C0UPGRADE", channel="C0UPGRADE",
+                              text="New ITDR revision v6 (queued by the previous version)",
+                              blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "v6"}}],
+                              notification="revision:v6:C0UPGRADE", timeout=60, retries=1)
+    await finish_now(fleet.queue, sweep)
+    await until(lambda: len(fleet.posts("C0UPGRADE")) >= 2, within=30, what="both promises kept")
+    await asyncio.sleep(2)
+    await fleet.settled()
+    texts = sorted(p["text"] for p in fleet.posts("C0UPGRADE"))
+    assert len(texts) == 2 and texts[0].startswith("Drift: Upgraded") and texts[1].startswith("New ITDR revision")

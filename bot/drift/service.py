@@ -143,8 +143,19 @@ class DriftService:
         return await self.store.progress(sweep)
 
     async def finish(self, sweep: str, now: datetime) -> bool:
-        """Mark the sweep finished (its announcements may go out); True the first time."""
+        """Mark the sweep finished (its announcements may go out); True the first time. Changes an older version
+        recorded for it are taken over first."""
+        await self.store.adopt_legacy(sweep, now)
         return await self.store.finish(sweep, now)
+
+    async def promise_message(self, channel: str, text: str, blocks: list[dict[str, Any]], key: str,
+                              now: datetime) -> None:
+        """A prepared message for one channel, recorded as a pending announcement (a post the version before the
+        outbox queued as a job, taken over at a deploy)."""
+        if await self.store.legacy_posted(key):
+            return  # that version claimed it before posting: as it would, taken as posted
+        await self.store.promise(Pending(id=f"message:{key}", channel=channel, recorded=now, text=text,
+                                         blocks=blocks))
 
     # --- delivering announcements (see bot.drift.outbox) ------------------------------------------------
 

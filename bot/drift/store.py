@@ -11,6 +11,7 @@ Keys (under the Redis prefix):
     sweep:{id}:done               set: tenants checked in the sweep (a job run twice counts once)
     sweep:{id}:finished           set once the sweep is finished: its announcements may go out
     sweep:{id}:notified           set: tenants whose change Slack accepted in at least one channel
+    sweep:{id}:changes, …:who:{t} written by the version before the outbox; taken over at the sweep's finish
     sweep:last                    the id of the latest sweep
     outbox:…, snooze:…            pending announcements and per-channel snoozes (see `bot.drift.outbox`)
     catalog:announced             the latest catalog revision announced to watching channels
@@ -20,6 +21,7 @@ Keys (under the Redis prefix):
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -433,6 +435,34 @@ class DriftStore:
                              started=datetime.fromisoformat(fields["started"]),
                              finished=datetime.fromisoformat(finished) if finished else None)
 
+    async def adopt_legacy(self, sweep: str, now: datetime) -> int:
+        """Changes the version before the outbox recorded for this sweep (a list announced at its finish, actors
+        beside it), turned into pending announcements for the channels watching each tenant now, in one
+        transaction that also removes the list: a deploy in the middle of a sweep loses none. How many."""
+        changes_key = self.key("sweep", sweep, "changes")
+
+        async def body(pipe: Pipeline) -> int:
+            raw = cast(list[bytes], await pipe.lrange(changes_key, 0, -1))
+            if not raw:
+                return 0
+            changes = [Change.model_validate_json(item) for item in raw]
+            entries = []
+            for change in changes:
+                who_raw = await pipe.get(self.key("sweep", sweep, "who", change.tenant))
+                who = Revocations.from_json(json.loads(who_raw)) if who_raw else None
+                for channel in sorted(_text(c) for c in await pipe.smembers(self.key("watch", "tenant",
+                                                                                      change.tenant))):
+                    entries.append(Pending(id=change_entry_id(change), channel=channel, recorded=now, sweep=sweep,
+                                           watched=change.tenant, change=change, who=who))
+            pipe.multi()
+            for entry in entries:
+                self.outbox.add(pipe, entry)
+            pipe.delete(changes_key)
+            await pipe.execute()
+            return len(changes)
+
+        return await self.state.atomically("take over the sweep's changes", [changes_key], body)
+
     async def finish(self, sweep: str, now: datetime) -> bool:
         """Mark the sweep finished: its announcements may go out. True the first time (a finish run again, or by a
         second worker, changes nothing and is told so)."""
@@ -483,6 +513,16 @@ class DriftStore:
         return await self.state.atomically("record the announcement", [key], body)
 
     # --- the outbox (see bot.drift.outbox) ------------------------------------------------------------
+
+    async def legacy_posted(self, notification: str) -> bool:
+        """Whether the version before the outbox claimed this post (it claimed before posting: maybe posted)."""
+        async with self.state.guard("read the notification") as redis:
+            return bool(await redis.exists(self.key("claim", f"posted:{notification}")))
+
+    async def promise(self, entry: Pending) -> None:
+        async with self.state.guard("record the announcement") as redis, redis.pipeline(transaction=True) as pipe:
+            self.outbox.add(pipe, entry)
+            await pipe.execute()
 
     async def outbox_channels(self) -> list[str]:
         async with self.state.guard("read the announcements") as redis:

@@ -54,6 +54,7 @@ class JobName(StrEnum):
     FINISH = "finish_sweep"
     DELIVER = "deliver_channel"
     DELIVER_PENDING = "deliver_pending"
+    LEGACY_POST = "post_message"  # queued by the version before the outbox; taken over (see bot.worker)
     SWEEP = "sweep"
     CONSENTS = "poll_consents"
     SUMMARY = "summarise_fleet"
