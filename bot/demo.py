@@ -27,7 +27,7 @@ from bot.runtime import Runtime
 from bot.signals import run_until_signalled
 from bot.simulated.microsoft import FakeMicrosoft, TenantScenario
 from bot.worker import build_worker
-from catalog import Catalog, Item, Kind, load_catalog
+from catalog import Catalog, Kind, load_catalog
 
 APPROVER = "U0AVERY"  # the second approver the demo plays (a requester never approves their own request)
 SWEEP_SECONDS = 60
@@ -156,15 +156,17 @@ class DemoSession:
                 return scenario
         return None
 
-    def item(self, name: str) -> Item | None:
-        return self.runtime.catalog.lookup(name).item
-
     def change(self, action: str, tenant_name: str, item_name: str) -> str:
-        scenario, item = self.tenant(tenant_name), self.item(item_name)
+        scenario, found = self.tenant(tenant_name), self.runtime.catalog.lookup(item_name)
+        item = found.item
         if scenario is None:
             return f"(no sample tenant {tenant_name}: {', '.join(s.domain for s in SAMPLES)})"
-        if item is None or item.kind not in (Kind.application_permission, Kind.directory_role):
-            return f"(`{item_name}` is not an application permission or directory role of the catalog)"
+        if item is None:
+            close = ", ".join(suggestion.name for suggestion in found.suggestions[:3])
+            return f"(no catalog item `{item_name}`" + (f"; did you mean {close}?)" if close else ")")
+        if item.kind not in (Kind.application_permission, Kind.directory_role):
+            return (f"(`{item.name}` is a {item.kind.value.replace('_', ' ')}: the demo revokes application "
+                    "permissions and directory roles)")
         admin = f"it-admin@{scenario.initial_domain}"
         if item.kind is Kind.application_permission and item.ids.resource_app_id and item.ids.application_id:
             pair = (item.ids.resource_app_id, item.ids.application_id)

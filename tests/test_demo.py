@@ -118,3 +118,13 @@ def test_the_simulated_admin_consent_redirects_as_microsoft_documents() -> None:
     assert scenario.audit_events[-1]["activityDisplayName"] == "Consent to application"
     refused = parse_qs(urlsplit(wrong.headers["location"]).query)
     assert refused["error"] and refused["state"] == ["s2"] and "tenant" not in refused
+
+
+async def test_demo_commands_refuse_what_they_cannot_do_and_say_why() -> None:
+    text = await demo("demo revoke contoso.onmicrosoft.com mail.readwite", "demo revoke nowhere.example Mail.Send",
+                      "sweep", "as avery approve")
+    assert "(no catalog item `mail.readwite`; did you mean Mail.ReadWrite" in text
+    assert "(no sample tenant nowhere.example: contoso.onmicrosoft.com" in text
+    assert "(no tenant is watched here yet" in text
+    assert "(no approve button" in text
+

@@ -108,6 +108,9 @@ class PatientQueue(RedisQueue):
         self._delay = 0.5
         #: The worker's tasks waiting for a job right now: nothing to finish, so a stopping worker cancels them.
         self.waiting: set[asyncio.Task[Any]] = set()
+        #: Set by a stopping worker: a wait for a job ends at once. Cancelling it is not enough: redis-py may take
+        #: the cancellation of a blocking read for a dropped connection and retry the read (up to its 10 s).
+        self.stopping = asyncio.Event()
         # SAQ's `sweep` registers its script on first use unless one is there: this one (same keys and result).
         self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
 
@@ -115,6 +118,11 @@ class PatientQueue(RedisQueue):
         try:
             result = await call
         except (RedisError, OSError) as exc:
+            task = asyncio.current_task()
+            if self.stopping.is_set() or (task is not None and task.cancelling()):
+                # redis-py can report a cancelled read as a connection fault: it is the worker stopping, and an
+                # upkeep loop that took it for an outage would sleep on (up to its 25 s) before it noticed.
+                raise asyncio.CancelledError from exc
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 log.warning("Redis %s: the worker waits and retries", redis_fault(exc))
@@ -127,13 +135,22 @@ class PatientQueue(RedisQueue):
         return result
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109
+        if self.stopping.is_set():
+            return None
         task = asyncio.current_task()
         if task is not None:
             self.waiting.add(task)
+        wait = asyncio.ensure_future(self._patiently(super().dequeue(timeout, poll_interval), None))
+        stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            return await self._patiently(super().dequeue(timeout, poll_interval), None)
+            await asyncio.wait({wait, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.waiting.discard(task)
+            stop.cancel()
+            if not wait.done():  # left to end by itself (a job it takes now stays `queued`: swept and requeued)
+                wait.cancel()
+                wait.add_done_callback(_forget)
+        return wait.result() if wait.done() and not wait.cancelled() else None
 
     async def schedule(self, lock: int = 1) -> list[str]:
         return await self._patiently(super().schedule(lock), [])
@@ -162,9 +179,19 @@ class PromptWorker(Worker[Any]):
 
     async def stop(self) -> None:
         self.event.set()
+        self._patient.stopping.set()
         for task in [*self._upkeep, *self._patient.waiting]:
             task.cancel()
+        # Not waited for either: an upkeep loop whose cancellation redis-py reported as a fault goes back to its
+        # sleep (up to 25 s) before it sees the worker stopping, and SAQ would wait for it.
+        self.tasks.difference_update(self._upkeep)
         await super().stop()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve what an abandoned wait ended with (nothing waits for it any more)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def queue_for(redis: RedisConnections, settings: Settings) -> PatientQueue:
