@@ -67,8 +67,8 @@ class OpsMonitor:
         self._task = asyncio.create_task(self._run(), name="itdr-ops-monitor")
 
     async def stop(self, ctx: dict[str, Any]) -> None:
-        # The event as well as the cancel: Python 3.11's timeouts inside redis-py can turn a cancellation into a
-        # TimeoutError, which the loop outlives as a Redis fault; it then finds the event set instead of sleeping.
+        # The event as well as the cancel: redis-py can report a call cancelled mid-flight as a fault, which the loop
+        # outlives as a Redis outage; it then finds the event set instead of sleeping.
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()

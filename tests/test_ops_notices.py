@@ -216,8 +216,8 @@ async def test_a_state_reset_is_told_once_across_two_workers(
 
 async def test_a_stopping_worker_is_not_held_by_a_monitor_whose_cancellation_was_swallowed(
         home: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str) -> None:
-    """Python 3.11's `asyncio.timeout` (inside redis-py) can turn a cancellation into a TimeoutError, which the
-    monitor outlives as a Redis fault: it then slept a minute, and a worker stopping (a deploy) waited for it."""
+    """redis-py can report a call cancelled mid-flight as a fault, which the monitor outlives as a Redis outage: it
+    then slept a minute, and a worker stopping (a deploy) waited for it."""
     from bot.store import StateUnavailable
 
     settings = ops_settings(home, fake_slack, redis_url, redis_prefix)
