@@ -25,7 +25,7 @@ from bot.console import CONSOLE_TOKEN, USER, Console, LineHandler, run_console
 from bot.drift.sweep import queue_for, sweep_now
 from bot.runtime import Runtime
 from bot.signals import run_until_signalled
-from bot.simulated.microsoft import FakeMicrosoft, TenantScenario
+from bot.simulated.microsoft import FakeMicrosoft, TenantScenario, app_permission_grants, granting
 from bot.worker import build_worker
 from catalog import Catalog, Kind, load_catalog
 
@@ -52,28 +52,19 @@ FABRIKAM_MISSING = ("AuditLog.Read.All", "Policy.Read.All", "User.Read.All")
 NORTHWIND_ELIGIBLE = "Security Administrator"
 
 
-def granted(catalog: Catalog, version: str, sample: SampleTenant, *, without: tuple[str, ...] = ()) -> TenantScenario:
-    """A tenant granting the ITDR app every application permission and directory role of `version` (CPV-only
-    ones aside, as a direct customer would), except `without`."""
-    items = [item for item in catalog.items_at(version) if not item.cpv_only and item.name not in without]
-    return TenantScenario(
-        sample.tenant_id, domains=[sample.domain], display_name=sample.name,
-        app_role_assignments=[(i.ids.resource_app_id, i.ids.application_id) for i in items
-                              if i.kind is Kind.application_permission and i.ids.resource_app_id
-                              and i.ids.application_id],
-        directory_roles=[i.ids.template_id for i in items if i.kind is Kind.directory_role and i.ids.template_id])
-
-
 def sample_cloud(catalog: Catalog) -> FakeMicrosoft:
     cloud = FakeMicrosoft(client_secret=secrets.token_urlsafe(24))
     latest = catalog.latest.version
     # What the ITDR app asks for statically, so the simulated admin consent grants the latest revision.
-    cloud.consent_grants = [(i.ids.resource_app_id, i.ids.application_id) for i in catalog.items_at(latest)
-                            if i.kind is Kind.application_permission and not i.cpv_only and i.ids.resource_app_id
-                            and i.ids.application_id]
-    cloud.add_tenant(granted(catalog, latest, CONTOSO))
-    cloud.add_tenant(granted(catalog, latest, FABRIKAM, without=FABRIKAM_MISSING))
-    northwind = cloud.add_tenant(granted(catalog, "v5", NORTHWIND))
+    cloud.consent_grants = app_permission_grants(catalog, latest)
+
+    def sample(version: str, tenant: SampleTenant, without: tuple[str, ...] = ()) -> TenantScenario:
+        return cloud.add_tenant(granting(catalog, version, tenant.tenant_id, domains=[tenant.domain],
+                                         display_name=tenant.name, without=without))
+
+    sample(latest, CONTOSO)
+    sample(latest, FABRIKAM, FABRIKAM_MISSING)
+    northwind = sample("v5", NORTHWIND)
     role = catalog.get(NORTHWIND_ELIGIBLE)
     if role is not None and role.ids.template_id:
         northwind.make_eligible_only(role.ids.template_id)

@@ -147,13 +147,10 @@ async def finish_sweep(ctx: dict[str, Any], *, sweep: str) -> int:
 async def deliver_pending(ctx: dict[str, Any]) -> int:
     """Queue a delivery for every channel with announcements no worker is delivering (after a finish, and every
     ITDR_DELIVERY_CHECK_SECONDS for what a killed or cancelled delivery left); the number queued."""
-    drift = _runtime(ctx).drift
-    queued = 0
-    for channel in await drift.outbox_channels():
-        if not await drift.leased(channel):
-            await deliver_soon(ctx["queue"], channel)
-            queued += 1
-    return queued
+    channels = await _runtime(ctx).drift.outbox_channels(unleased=True)
+    for channel in channels:
+        await deliver_soon(ctx["queue"], channel)
+    return len(channels)
 
 
 async def deliver_channel(ctx: dict[str, Any], *, channel: str) -> int:

@@ -14,21 +14,14 @@ from bot.microsoft import InvalidTenant, MicrosoftClients
 from bot.readiness.model import CheckStatus, Report, Verdict
 from bot.readiness.service import ReadinessService
 from catalog import Kind, load_catalog
-from tests.fakes.microsoft import FakeMicrosoft, SleepRecorder, TenantScenario, running_fake
+from tests.fakes.microsoft import FakeMicrosoft, SleepRecorder, TenantScenario, granting, running_fake
 
 catalog = load_catalog()
 
 
 def complete_scenario(version: str = "v6", **overrides: object) -> TenantScenario:
     """A tenant that grants the ITDR app every non-CPV permission and role of a revision."""
-    items = [item for item in catalog.items_at(version) if not item.cpv_only]
-    scenario = TenantScenario(
-        str(uuid.uuid4()),
-        domains=[f"t{uuid.uuid4().hex[:8]}.onmicrosoft.com"],
-        app_role_assignments=[(i.ids.resource_app_id, i.ids.application_id) for i in items  # type: ignore[misc]
-                              if i.kind is Kind.application_permission],
-        directory_roles=[i.ids.template_id for i in items if i.kind is Kind.directory_role],  # type: ignore[misc]
-    )
+    scenario = granting(catalog, version, str(uuid.uuid4()), domains=[f"t{uuid.uuid4().hex[:8]}.onmicrosoft.com"])
     for key, value in overrides.items():
         setattr(scenario, key, value)
     return scenario

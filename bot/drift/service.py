@@ -170,8 +170,8 @@ class DriftService:
         except (RedisError, OSError) as exc:  # recorded all the same: the periodic look delivers them
             log.warning("could not queue the delivery of announcements now (%s)", type(exc).__name__)
 
-    async def outbox_channels(self) -> list[str]:
-        return await self.store.outbox_channels()
+    async def outbox_channels(self, *, unleased: bool = False) -> list[str]:
+        return await self.store.outbox_channels(unleased=unleased)
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many channels have announcements waiting, and since when the oldest waits."""
@@ -199,9 +199,6 @@ class DriftService:
 
     async def release_lease(self, channel: str, token: str) -> None:
         await self.store.release_lease(channel, token)
-
-    async def leased(self, channel: str) -> bool:
-        return await self.store.leased(channel)
 
     async def announce_revision(self, latest: str,
                                 message: Callable[[str], Awaitable[tuple[str, list[dict[str, Any]]]]],

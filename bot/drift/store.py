@@ -524,9 +524,18 @@ class DriftStore:
             self.outbox.add(pipe, entry)
             await pipe.execute()
 
-    async def outbox_channels(self) -> list[str]:
+    async def outbox_channels(self, *, unleased: bool = False) -> list[str]:
+        """Channels with announcements waiting (`unleased`: only those no worker is delivering), in one round trip
+        for the list and one for the leases."""
         async with self.state.guard("read the announcements") as redis:
-            return [_text(c) for c in cast(list[bytes], await redis.zrange(self.outbox.channels, 0, -1))]
+            channels = [_text(c) for c in cast(list[bytes], await redis.zrange(self.outbox.channels, 0, -1))]
+            if not unleased or not channels:
+                return channels
+            async with redis.pipeline(transaction=False) as pipe:
+                for channel in channels:
+                    pipe.exists(self.outbox.lease(channel))
+                held = await pipe.execute()
+        return [channel for channel, leased in zip(channels, held, strict=True) if not leased]
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """How many channels have announcements waiting, and since when the oldest waits."""
@@ -543,8 +552,7 @@ class DriftStore:
         async with self.state.guard("read the announcements") as redis:
             raw = await redis.hgetall(self.outbox.hash(channel))
             if not raw:  # delivered, or expired unsent: the channel leaves the list (atomically: none was added)
-                await self._done(keys=[self.outbox.hash(channel), self.outbox.channels, self.key("watch", "broken")],
-                                 args=[channel, self.state.prefix, "0"], client=redis)
+                await self._done(keys=self._done_keys(channel), args=[channel, self.state.prefix, "0"], client=redis)
                 return [], []
             entries = sorted((Pending.from_json(channel, value) for value in raw.values()),
                              key=lambda e: (e.recorded, e.id))
@@ -583,8 +591,10 @@ class DriftStore:
             if delivered and entry.watched and entry.watched != entry.tenant:
                 args += ["", "", entry.watched]  # a domain watch's broken mark
         async with self.state.guard("record the delivery"):
-            await self._done(keys=[self.outbox.hash(channel), self.outbox.channels, self.key("watch", "broken")],
-                             args=args)
+            await self._done(keys=self._done_keys(channel), args=args)
+
+    def _done_keys(self, channel: str) -> list[str]:
+        return [self.outbox.hash(channel), self.outbox.channels, self.key("watch", "broken")]
 
     async def lease(self, channel: str, seconds: float) -> str | None:
         """The right to deliver `channel` for `seconds`: a token, or None while another worker holds it."""
@@ -601,10 +611,6 @@ class DriftStore:
     async def release_lease(self, channel: str, token: str) -> None:
         async with self.state.guard("let go of the channel's delivery") as redis:
             await self._release(keys=[self.outbox.lease(channel)], args=[token], client=redis)
-
-    async def leased(self, channel: str) -> bool:
-        async with self.state.guard("read the channel's delivery") as redis:
-            return bool(await redis.exists(self.outbox.lease(channel)))
 
     async def snooze(self, channel: str, tenant: str, until: datetime, now: datetime) -> None:
         async with self.state.guard("record the snooze") as redis:

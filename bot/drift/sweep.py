@@ -106,8 +106,6 @@ class PatientQueue(RedisQueue):
         super().__init__(*args, **kwargs)
         self._down_since: float | None = None
         self._delay = 0.5
-        #: The worker's tasks waiting for a job right now: nothing to finish, so a stopping worker cancels them.
-        self.waiting: set[asyncio.Task[Any]] = set()
         #: Set by a stopping worker: a wait for a job ends at once. Cancelling it is not enough: redis-py may take
         #: the cancellation of a blocking read for a dropped connection and retry the read (up to its 10 s).
         self.stopping = asyncio.Event()
@@ -137,15 +135,11 @@ class PatientQueue(RedisQueue):
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109
         if self.stopping.is_set():
             return None
-        task = asyncio.current_task()
-        if task is not None:
-            self.waiting.add(task)
         wait = asyncio.ensure_future(self._patiently(super().dequeue(timeout, poll_interval), None))
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({wait, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.waiting.discard(task)
             stop.cancel()
             if not wait.done():  # left to end by itself (a job it takes now stays `queued`: swept and requeued)
                 wait.cancel()
@@ -165,8 +159,9 @@ class PatientQueue(RedisQueue):
 class PromptWorker(Worker[Any]):
     """SAQ's worker, stopping at once when idle: on SIGTERM SAQ waits the whole grace period for every task, its
     upkeep loops asleep and its waits for a job too, then warns that "some tasks did not finish". Those have nothing
-    to finish: they are cancelled first, and the grace period is left to the jobs that run. (A job moved by a
-    cancelled wait in the instant it ended stays `queued` in the active list: the sweep of lost jobs requeues it.)"""
+    to finish: the waits end on the queue's `stopping` event, the upkeep loops are cancelled and not waited for, and
+    the grace period is left to the jobs that run. (A job moved by an abandoned wait in the instant it ended stays
+    `queued` in the active list: the sweep of lost jobs requeues it.)"""
 
     def __init__(self, queue: PatientQueue, *args: Any, **kwargs: Any) -> None:
         super().__init__(queue, *args, **kwargs)
@@ -180,7 +175,7 @@ class PromptWorker(Worker[Any]):
     async def stop(self) -> None:
         self.event.set()
         self._patient.stopping.set()
-        for task in [*self._upkeep, *self._patient.waiting]:
+        for task in self._upkeep:
             task.cancel()
         # Not waited for either: an upkeep loop whose cancellation redis-py reported as a fault goes back to its
         # sleep (up to 25 s) before it sees the worker stopping, and SAQ would wait for it.

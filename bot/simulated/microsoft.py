@@ -56,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.settings import Settings
+from catalog import Catalog, Kind
 
 # Microsoft Graph application permissions (appRoles) from microsoft-identifiers.yaml: (value, id, displayName).
 GRAPH_APP_ROLES: tuple[tuple[str, str, str], ...] = (
@@ -2157,6 +2158,26 @@ class ConnectProxy:
 
 
 # --- Test helpers --------------------------------------------------------------------------------------
+
+
+def app_permission_grants(catalog: Catalog, version: str, *, without: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """The application permissions of a revision (CPV-only ones aside, as a direct customer grants them), as
+    (resource appId, appRoleId): what admin consent to the ITDR app grants."""
+    return [(i.ids.resource_app_id, i.ids.application_id) for i in catalog.items_at(version)
+            if i.kind is Kind.application_permission and not i.cpv_only and i.name not in without
+            and i.ids.resource_app_id and i.ids.application_id]
+
+
+def granting(catalog: Catalog, version: str, tenant_id: str, *, domains: list[str], display_name: str = "Contoso",
+             without: tuple[str, ...] = ()) -> TenantScenario:
+    """A tenant granting the ITDR app every application permission and directory role of `version` (CPV-only ones
+    aside), except `without`."""
+    return TenantScenario(
+        tenant_id, domains=domains, display_name=display_name,
+        app_role_assignments=app_permission_grants(catalog, version, without=without),
+        directory_roles=[i.ids.template_id for i in catalog.items_at(version)
+                         if i.kind is Kind.directory_role and not i.cpv_only and i.name not in without
+                         and i.ids.template_id])
 
 
 @contextlib.contextmanager
