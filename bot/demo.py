@@ -25,7 +25,7 @@ from bot.console import CONSOLE_TOKEN, USER, Console, LineHandler, run_console
 from bot.drift.sweep import queue_for, sweep_now
 from bot.runtime import Runtime
 from bot.signals import run_until_signalled
-from bot.simulated.microsoft import FakeMicrosoft, TenantScenario, app_permission_grants, granting
+from bot.simulated.microsoft import FakeMicrosoft, Fault, TenantScenario, app_permission_grants, granting
 from bot.worker import build_worker
 from catalog import Catalog, Kind, load_catalog
 
@@ -92,11 +92,18 @@ Try:  check fabrikam.onmicrosoft.com         what is missing, why it matters, ho
 Press a button by typing its number."""
 
 
+OUTAGES = {
+    "graph": "(simulated: Microsoft Graph now answers 429 Too Many Requests to everything; `demo outage off` ends it)",
+    "exchange": "(simulated: Exchange's admin API now answers 500; `demo outage off` ends it)",
+    "off": "(simulated: Microsoft answers normally again)",
+}
+
 DEMO_HELP = """Demo commands (nothing real):
   sweep                                    check every watched tenant now and post what changed
   demo revoke TENANT PERMISSION-OR-ROLE    an admin removes it from the ITDR app (Entra's audit records who)
   demo grant TENANT PERMISSION-OR-ROLE     an admin gives it back
   demo admin-consent TENANT                the tenant's admin opens the card's admin-consent link
+  demo outage graph|exchange|off           Microsoft fails (Graph throttles, Exchange answers 500), or recovers
   as avery N|LABEL                         press a button (by number or label, e.g. `approve`) as Avery,
                                            an approver (you asked, so you cannot approve your own request)"""
 
@@ -109,6 +116,7 @@ class DemoSession:
         self.runtime = runtime
         self.console = console
         self.queue = queue_for(runtime.redis, runtime.settings)
+        self.faults: list[Fault] = []
 
     async def handle(self, line: str) -> bool:
         words = line.split()
@@ -132,6 +140,8 @@ class DemoSession:
         action = args[0].lower() if args else ""
         if action in ("revoke", "grant") and len(args) >= 3:
             self.console.print(self.change(action, args[1], " ".join(args[2:])))
+        elif action == "outage" and len(args) == 2 and args[1].lower() in OUTAGES:
+            self.console.print(self.outage(args[1].lower()))
         elif action == "admin-consent" and len(args) == 2:
             self.console.print(await self.admin_consent(args[1]))
             # The worker's next look at approved requests verifies it and updates the card: show that.
@@ -181,6 +191,18 @@ class DemoSession:
         return (f"(simulated: {admin} {verb} {item.name} {'from' if action == 'revoke' else 'to'} the ITDR app in "
                 f"{scenario.display_name}; Entra's audit log records it. `sweep` or `check` to see it.)")
 
+    def outage(self, kind: str) -> str:
+        """Microsoft failing as it does: Graph throttled past every retry (429 with Retry-After) or Exchange's admin
+        API answering 500; `off` ends it."""
+        for fault in self.faults:
+            self.cloud.faults.remove(fault)
+        self.faults.clear()
+        if kind == "graph":
+            self.faults.append(self.cloud.throttle(r".*", retry_after=2, times=None))
+        elif kind == "exchange":
+            self.faults.append(self.cloud.fail(r"InvokeCommand", 500, service="exchange"))
+        return OUTAGES[kind]
+
     async def admin_consent(self, tenant_name: str) -> str:
         """The tenant's Global Administrator opens the card's admin-consent link: a real GET of it, answered by the
         simulated cloud's `/adminconsent` as Microsoft's would (the app's permissions granted)."""
@@ -214,8 +236,9 @@ class DemoSession:
                 self.console.print("(the sweep is still running; its messages will show after your next command)")
                 return
             await asyncio.sleep(0.2)
+        unread = f", {progress.unknown} could not be read" if progress.unknown else ""
         self.console.print(f"(swept {progress.checked} of {progress.tenants} watched tenants: "
-                           f"{progress.changed} changed)")
+                           f"{progress.changed} changed{unread})")
         await self.console.collect(quiet=True)
 
 

@@ -336,6 +336,9 @@ def build_worker(
         if await wait_for_redis(runtime, stopping):
             await announce_revision(runtime, queue)
 
+    saq_log = logging.getLogger("saq")
+    if not any(isinstance(f, _QuietReschedules) for f in saq_log.filters):  # every worker, in any process
+        saq_log.addFilter(_QuietReschedules())
     monitor = OpsMonitor(runtime)
     return PromptWorker(
         queue,
@@ -371,7 +374,6 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM (SAQ's own handlers): running jobs finish, then the runtime closes."""
-    logging.getLogger("saq").addFilter(_QuietReschedules())
     # msal is synchronous: each token request (two at once per cold check) waits for Entra in a thread. asyncio's
     # default pool (cpu count + 4 threads) would make tokens, not the checks in flight, the limit of a cold sweep.
     asyncio.get_running_loop().set_default_executor(

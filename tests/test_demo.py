@@ -128,3 +128,14 @@ async def test_demo_commands_refuse_what_they_cannot_do_and_say_why() -> None:
     assert "(no tenant is watched here yet" in text
     assert "(no approve button" in text
 
+
+
+async def test_a_microsoft_outage_is_could_not_check_never_ready_and_the_sweep_says_so() -> None:
+    text = await demo("watch contoso.onmicrosoft.com", "demo outage exchange", "sweep",
+                      "check contoso.onmicrosoft.com", "demo outage off", "check contoso.onmicrosoft.com")
+    during = section(text, "(simulated: Exchange's admin API now answers 500")
+    assert "(swept 1 of 1 watched tenants: 0 changed, 1 could not be read)" in during
+    assert "== ? Could not check everything ==" in during and "this is not a pass" in during
+    after = section(during, "(simulated: Microsoft answers normally again)")
+    assert "== ✓ Ready ==" in after
+    assert "Traceback" not in text

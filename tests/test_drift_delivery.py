@@ -366,3 +366,16 @@ async def test_a_deploy_mid_sweep_loses_nothing_the_previous_version_had_promise
     await fleet.settled()
     texts = sorted(p["text"] for p in fleet.posts("C0UPGRADE"))
     assert len(texts) == 2 and texts[0].startswith("Drift: Upgraded") and texts[1].startswith("New ITDR revision")
+
+
+async def test_slack_failing_with_500s_delays_the_announcement_and_never_loses_it(fleet: Fleet) -> None:
+    scenario = fleet.tenant(name="Outage")
+    await fleet.watch(scenario, "C0SLACKDOWN")
+    scenario.revoke(GRAPH_APP_ID, "User.Read.All")
+    fleet.fake.fail("chat.postMessage", status=500, error="internal_error", times=3)
+    await fleet.sweep()
+    await until(lambda: fleet.posts("C0SLACKDOWN"), within=60, what="posted once Slack answered again")
+    await asyncio.sleep(2)
+    (message,) = fleet.posts("C0SLACKDOWN")
+    assert message["text"].startswith("Drift: Outage")
+    assert len([c for c in fleet.fake.calls_to("chat.postMessage") if not c.ok]) == 3

@@ -993,7 +993,7 @@ class FakeMicrosoft:
         pattern: str,
         *,
         nth: int = 1,
-        times: int = 1,
+        times: int | None = 1,
         retry_after: int | None = 1,
         service: str | None = "graph",
         in_batch: bool | None = None,
