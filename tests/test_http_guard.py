@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from bot.http_guard import MAX_BODY_BYTES, Rejection, RejectionLog, read_body, to_starlette_response
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SIGNING_SECRET, SlackSim
+from tests.ports import unused_port
 from tests.test_slack_transport import settle
 
 MARKER = "BODY-MARKER-7f3a9c"  # put in every rejected body; must never show up in a log
@@ -242,12 +242,6 @@ class TestServeProcess:
     """`itdr serve` as its own process, at LOG_LEVEL=DEBUG, fed what used to fill its log or crash a request."""
 
     @staticmethod
-    def free_port() -> int:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-    @staticmethod
     async def healthz(http: httpx.AsyncClient, base: str, proc: asyncio.subprocess.Process, within: float) -> None:
         deadline = time.monotonic() + within
         while True:
@@ -265,7 +259,7 @@ class TestServeProcess:
     async def test_serve_survives_junk_with_a_small_log(
         self, fake_slack: FakeSlack, redis_url: str, redis_prefix: str, tmp_path
     ):
-        port = self.free_port()
+        port = unused_port()
         base = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ITDR_", "REDIS_"))}
         env |= {

@@ -9,10 +9,8 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,9 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
 from bot.logging import RedactingFilter, request_id, setup_logging
+from bot.store import wait_until_accepting
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SlackSim
+from tests.ports import unused_port
 from tests.test_drift import running_worker, worker_settings
 from tests.test_readiness_check import complete_scenario
 from tests.test_slack_check import microsoft_settings
@@ -91,10 +91,7 @@ class RestartableRedis:
         self.process = subprocess.Popen(
             [self.binary, "--port", "0", "--unixsocket", self.socket, "--dir", self.folder, "--save", "",
              "--appendonly", "no", "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.socket):
-            assert time.monotonic() < deadline and self.process.poll() is None
-            time.sleep(0.01)
+        assert wait_until_accepting(self.process, self.socket), "redis-server did not start"
 
     def stop(self) -> None:
         if self.process is not None:
@@ -145,14 +142,10 @@ async def test_readyz_says_when_slack_rejects_the_token(
     assert answer.json() == {"ready": False, "reason": "Slack rejects the bot token (invalid_auth)"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_the_worker_metrics_port() -> None:
-    port = free_port()
+    port = unused_port()
     stop = metrics.serve_metrics(port, host="127.0.0.1")
     try:
         metrics.SLACK_POSTS.labels(result="rate_limited").inc()

@@ -23,6 +23,7 @@ import pytest
 from bot.logging import redact
 from bot.settings import ConfigError, Mode, load_settings
 from bot.store import RedisConnections, StateUnavailable
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ITDR = [sys.executable, "-m", "bot.cli"]
@@ -139,18 +140,12 @@ class TestRedisRoles:
 # ----------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def serve_without_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """`itdr serve` with no REDIS_URL (so it starts an embedded Redis), ready to answer /healthz."""
-    port = free_port()
+    port = unused_port()
     log = workdir / "serve.log"
     # TMPDIR: the embedded server's folder is made in the test's own directory, so a SIGKILLed serve (which cannot
     # remove it) leaves nothing behind.

