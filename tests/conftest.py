@@ -7,6 +7,7 @@ under it is deleted afterwards. Never fakeredis.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,18 @@ def _fresh_slash_answers() -> Iterator[None]:
     render_command.cache_clear()
     yield
     render_command.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in-process (`main(["doctor"])`) installs its stream handler on the root logger, bound to the
+    stderr pytest captured for that test; left there, a later log line (a thread outliving its test) fails with
+    "I/O operation on closed file"."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
