@@ -287,13 +287,13 @@ async def announce_revision(runtime: Runtime, queue: RedisQueue) -> bool:
         return announcement.text, announcement.blocks
 
     before = await drift.announce_revision(latest, message, datetime.now(UTC))
-    if before is None:
-        return False
-    for channel in await drift.outbox_channels():  # else within ITDR_DELIVERY_CHECK_SECONDS
-        await deliver_soon(queue, channel)
-    await drift.start_sweep(queue, runtime.settings, now=datetime.now(UTC))
-    log.info("announced revision %s (after %s) to watching channels", latest, before)
-    return True
+    if before is not None:
+        for channel in await drift.outbox_channels():  # else within ITDR_DELIVERY_CHECK_SECONDS
+            await deliver_soon(queue, channel)
+        log.info("announced revision %s (after %s) to watching channels", latest, before)
+    # This announcement's sweep, or one a worker recorded and died before queueing.
+    await drift.sweep_owed(queue, runtime.settings, now=datetime.now(UTC))
+    return before is not None
 
 
 # ----------------

@@ -272,6 +272,38 @@ async def test_a_revision_is_announced_once_across_workers_and_restarts(
     assert len([p for p in fleet.posts("C0REV") if "new revision" in text_of(p).lower()]) == 1
 
 
+async def test_the_sweep_a_revision_promised_is_made_by_the_next_worker_if_its_announcer_died(
+    settings: Settings, microsoft: FakeMicrosoft, fake_slack: FakeSlack, redis_url: str, redis_prefix: str
+) -> None:
+    async with running_worker(settings, microsoft, fake_slack) as fleet:
+        scenario = fleet.tenant(version="v5", name="Promised")
+        await fleet.watch(scenario, "C0PROMISE")
+        await fleet.settled()
+        drift = fleet.runtime.drift
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.set(f"{redis_prefix}catalog:announced", "v5")
+        finally:
+            await client.aclose()
+
+        async def message(before: str) -> tuple[str, list[dict[str, Any]]]:
+            return f"New revision after {before}", []
+
+        # A worker records v6's announcement, then dies before it queues the sweep that announcement promises.
+        assert await drift.announce_revision("v6", message, datetime.now(UTC)) == "v5"
+        assert await drift.store.sweep_owed() == "v6"
+        before = await drift.store.last_sweep()
+    async with running_worker(settings, microsoft, fake_slack) as next_worker:
+        await next_worker.settled()
+        store = next_worker.runtime.drift.store
+        swept = await store.last_sweep()
+        assert swept is not None and swept != before, "the promised sweep was made"
+        assert await store.sweep_owed() is None
+    async with running_worker(settings, microsoft, fake_slack) as again:
+        await again.settled()
+        assert await again.runtime.drift.store.last_sweep() == swept, "and only once"
+
+
 async def test_slack_429_during_a_burst_is_honoured_and_nothing_is_lost(fleet: Fleet) -> None:
     tenants = [fleet.tenant(name=f"Burst {n}") for n in range(3)]
     for scenario in tenants:

@@ -18,7 +18,7 @@ from bot.drift.fleet import PAGE, Fleet, tally
 from bot.drift.model import Acknowledgement, Change, ChangeKind, Snapshot
 from bot.drift.outbox import Pending
 from bot.drift.store import DriftStore, Recorded, SweepProgress, WatchedTenant
-from bot.drift.sweep import deliver_soon, start_sweep
+from bot.drift.sweep import deliver_soon, start_sweep, sweep_now
 from bot.microsoft.http import Priority
 from bot.microsoft.tenant import is_guid
 from bot.readiness.model import CheckStatus, Report
@@ -206,6 +206,16 @@ class DriftService:
         """Record `latest` as announced with its announcement for every watching channel; the revision announced
         before when this caller did (None: nothing to announce, or another process had)."""
         return await self.store.announce_revision(latest, message, now)
+
+    async def sweep_owed(self, queue: RedisQueue, settings: Settings, *, now: datetime) -> str | None:
+        """Queue the sweep a revision's announcement promised, unless one is queued already (it is marked done only
+        once queued: a worker dying in between leaves it to the next); the revision it was owed for."""
+        revision = await self.store.sweep_owed()
+        if revision is None:
+            return None
+        await sweep_now(queue, self.store, settings, now=now, spread=settings.itdr_sweep_spread_seconds)
+        await self.store.sweep_queued(revision)
+        return revision
 
     async def lacking(self, checks: set[str]) -> tuple[int, int]:
         """How many watched tenants lack any of `checks` (never read counts as lacking), of how many watched."""

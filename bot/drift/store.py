@@ -50,6 +50,8 @@ SWEEP_TTL_SECONDS = 7 * 24 * 3600
 #: A sweep's announcements go out at its finish; if no finish ever ran (every finish job lost), this long after they
 #: were recorded (past the longest spread, a day, and the fallback finish).
 UNFINISHED_SWEEP = timedelta(hours=25)
+#: A revision's promised sweep is owed this long at most (a worker starting later sweeps on schedule anyway).
+_SWEEP_OWED_SECONDS = 7 * 24 * 3600
 FLEET_BATCH = 1000  # tenants read per round trip when the fleet is summarised
 #: Each set's members joined by spaces: one reply per tenant instead of one command and reply each (channel ids
 #: hold no space), which is most of what listing 250,000 tenants costs.
@@ -505,12 +507,25 @@ class DriftStore:
                            for channel in await self.all_channels()]
             pipe.multi()
             pipe.set(key, latest)
+            if before is not None:  # the sweep the announcement promises, kept until a sweep is queued
+                pipe.set(self.key("catalog", "sweep-owed"), latest, ex=_SWEEP_OWED_SECONDS)
             for entry in entries:
                 self.outbox.add(pipe, entry)
             await pipe.execute()
             return before
 
         return await self.state.atomically("record the announcement", [key], body)
+
+    async def sweep_owed(self) -> str | None:
+        """The revision whose announcement promised a sweep no worker has queued yet (it died between the two)."""
+        async with self.state.guard("read the announcement") as redis:
+            raw = await redis.get(self.key("catalog", "sweep-owed"))
+        return _text(raw) if raw else None
+
+    async def sweep_queued(self, revision: str) -> None:
+        """The sweep owed for `revision` is queued (a newer revision's promise is kept)."""
+        async with self.state.guard("record the sweep") as redis:
+            await redis.eval(RELEASE_SCRIPT, 1, self.key("catalog", "sweep-owed"), revision)
 
     # --- the outbox (see bot.drift.outbox) ------------------------------------------------------------
 
