@@ -15,6 +15,7 @@ Keys (under the Redis prefix):
     sweep:last                    the id of the latest sweep
     outbox:…, snooze:…            pending announcements and per-channel snoozes (see `bot.drift.outbox`)
     catalog:announced             the latest catalog revision announced to watching channels
+    catalog:sweep-owed            the revision whose announcement promised a sweep not queued yet (7 days)
     fleet:generation              counter: bumped by every watch, unwatch, import and snapshot write
     fleet:summary                 the fleet summary the worker computed (JSON, one page of names per list)
 """
