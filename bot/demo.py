@@ -14,7 +14,7 @@ import logging
 import secrets
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
@@ -256,11 +256,24 @@ async def demo_session(cloud: FakeMicrosoft, runtime: Runtime, console: Console)
             await asyncio.wait_for(task, 10)
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """SAQ's shutdown notes and each retry of a simulated outage would interleave with the answers, which say it
+    all; the levels are put back after (the demo also runs inside other programs: the tests)."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 async def run_demo(*, lines: Iterable[str] | None = None, out: TextIO | None = None,
                    stop: asyncio.Event | None = None) -> int:
     catalog = load_catalog()
-    logging.getLogger("saq").setLevel(logging.ERROR)  # its shutdown notes mean nothing to someone trying the demo
-    with sample_cloud(catalog) as cloud, cloud.trust_env():
+    with _quiet("saq", "bot.microsoft"), sample_cloud(catalog) as cloud, cloud.trust_env():
         settings = cloud.settings(
             redis_url="",  # embedded, whatever REDIS_URL says: the demo never touches a real Redis
             redis_prefix=f"itdr-demo:{secrets.token_hex(4)}:",

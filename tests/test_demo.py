@@ -136,6 +136,8 @@ async def test_a_microsoft_outage_is_could_not_check_never_ready_and_the_sweep_s
     during = section(text, "(simulated: Exchange's admin API now answers 500")
     assert "(swept 1 of 1 watched tenants: 0 changed, 1 could not be read)" in during
     assert "== ? Could not check everything ==" in during and "this is not a pass" in during
+    assert "Could not check: Exchange answered 500 InternalServerError: Simulated outage." in during
+    assert "fake" not in during.lower() and "exchange: exchange" not in during.lower()
     after = section(during, "(simulated: Microsoft answers normally again)")
     assert "== ✓ Ready ==" in after
     assert "Traceback" not in text

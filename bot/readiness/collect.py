@@ -61,17 +61,28 @@ class ExchangeOutputs(NamedTuple):
     roles: CmdletOutput
 
 
+_API_NAMES = {"graph": "Graph", "exchange": "Exchange"}
+
+
 def _describe(error: BaseException) -> str:
-    if isinstance(error, MicrosoftError):
+    """Why a read failed, as a person reads it: "Exchange answered 500 InternalServerError: …"."""
+    if not isinstance(error, MicrosoftError):
+        return type(error).__name__
+    service = getattr(error, "service", None)
+    if not isinstance(service, str):
         return error.message
-    return f"{type(error).__name__}"
+    api = _API_NAMES.get(service, service)
+    detail = error.message.removeprefix(f"{service}: ")  # the client's own prefix, said once as the API's name
+    if isinstance(error, ApiError) and error.status:
+        return f"{api} answered {error.status}{f' {error.code}' if error.code else ''}: {detail}"
+    return f"{api}: {detail}"
 
 
-def _failed(error: BaseException, prefix: str = "") -> Reading[Any]:
+def _failed(error: BaseException) -> Reading[Any]:
     """Why an exception stopped a read; a throttled or unavailable service carries its Retry-After along."""
     retry_after = (error.retry_after if isinstance(error, ApiError) and error.status in _COME_BACK_LATER
                    else None)
-    return Reading.failed(f"{prefix}{_describe(error)}", retry_after=retry_after)
+    return Reading.failed(_describe(error), retry_after=retry_after)
 
 
 def _sub_failed(response: SubResponse, what: str) -> Reading[Any]:
@@ -159,7 +170,7 @@ class Collector:
             await self.limits.conditional_access(tenant_id)
         graph_result, exchange_result = await waves.run(graph.batch(batch_a), self._exchange(tenant_id))
         if isinstance(graph_result, BaseException):
-            failed = _failed(graph_result, "Graph: ")
+            failed = _failed(graph_result)
             snapshot = TenantSnapshot.unreadable(TenantInfo(id=tenant_id), failed.error or "",
                                                  retry_after=failed.retry_after)
             self._apply_exchange(snapshot, exchange_result)
@@ -424,7 +435,7 @@ class Collector:
         snapshot.audit_log_enabled = _first_flag(audit, "UnifiedAuditLogIngestionEnabled", "audit log configuration")
         snapshot.dehydrated = _first_flag(org, "IsDehydrated", "organization configuration")
         if isinstance(roles, BaseException):
-            snapshot.org_management_roles = _failed(roles, "Exchange: ")
+            snapshot.org_management_roles = _failed(roles)
         else:
             names = set()
             for assignment in roles:
@@ -439,7 +450,7 @@ class Collector:
 def _first_flag(output: list[dict[str, Any]] | BaseException, name: str, what: str) -> Reading[bool]:
     """A boolean property of a cmdlet's single output object, or why it could not be read."""
     if isinstance(output, BaseException):
-        return _failed(output, "Exchange: ")
+        return _failed(output)
     if not output:
         return Reading.failed(f"Exchange returned no {what}")
     return Reading(value=bool(output[0].get(name)))

@@ -1112,10 +1112,10 @@ class FakeMicrosoft:
         if fault.body is not None:
             return fault.status, headers, fault.body
         if service == "login":
-            return fault.status, headers, {"error": "temporarily_unavailable", "error_description": "Fault injected"}
+            return fault.status, headers, {"error": "temporarily_unavailable", "error_description": "Simulated outage."}
         code = _STATUS_TEXT.get(fault.status, "Error")
-        message = "Please retry again later." if fault.status == 429 else "Fault injected by the fake."
-        return fault.status, headers, _graph_error(code, message)
+        message = "Please retry again later." if fault.status == 429 else "Simulated outage."
+        return fault.status, headers, (_exo_error if service == "exchange" else _graph_error)(code, message)
 
     # -- tenants and tokens ------------------------------------------------------------------------
 
