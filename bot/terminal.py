@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 
+from bot.readiness.evaluate import when_text
 from bot.readiness.fix import Plan
 from bot.readiness.model import VERDICT_TEXT, CheckStatus, Report
 from catalog import Catalog, Diff, Item, Lookup, PurposeGroup, Revision, diff_layout
@@ -188,6 +189,9 @@ def render_report(report: Report) -> str:
         if item.remediation:
             # Unwrapped: fixes hold commands and URLs that must survive copy and paste.
             lines.append(f"{'  fix':<14}{item.remediation}")
+    for name, end in sorted(report.role_ends.items(), key=lambda pair: pair[1]):
+        lines += _wrap("! ends", f"{name}: held until {when_text(end)} through a time-bound assignment; Huntress "
+                                 "loses it then unless it is made permanent (itdr fix).")
     passed = sum(1 for item in report.items if item.status is CheckStatus.passed)
     not_applicable = sum(1 for item in report.items if item.status is CheckStatus.not_applicable)
     lines.append("")

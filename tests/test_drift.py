@@ -304,6 +304,32 @@ async def test_the_sweep_a_revision_promised_is_made_by_the_next_worker_if_its_a
         assert await again.runtime.drift.store.last_sweep() == swept, "and only once"
 
 
+async def test_a_role_about_to_end_is_said_once_before_it_is_lost(fleet: Fleet) -> None:
+    from datetime import timedelta
+
+    scenario = fleet.tenant(name="Timebound")
+    security_admin = "194ae4cb-b126-40b2-bd5b-6091b380977d"
+    scenario.time_bound(security_admin, datetime.now(UTC) + timedelta(days=40))
+    await fleet.watch(scenario, "C0ENDS")
+    await fleet.sweep()
+    assert fleet.posts("C0ENDS") == [], "40 days away: nothing to say yet"
+    end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=6)
+    scenario.role_ends[security_admin] = end  # shortened by an administrator
+    result = await fleet.sweep()
+    assert result["changed"] == 1 and result["notified"] == 1
+    (message,) = fleet.posts("C0ENDS")
+    text = text_of(message)
+    assert message["text"].startswith("Roles ending: Timebound") and "Security Administrator" in message["text"]
+    assert "*Ending (1):*" in text and "`Security Administrator` until" in text and "then stops:" in text
+    assert f"/itdr fix {scenario.tenant_id}" in text
+    await fleet.sweep()
+    assert len(fleet.posts("C0ENDS")) == 1, "said once"
+    scenario.role_ends[security_admin] = datetime.now(UTC) - timedelta(seconds=1)  # the assignment ended
+    await fleet.sweep()
+    lost = fleet.posts("C0ENDS")[-1]
+    assert lost["text"].startswith("Drift: Timebound") and "Security Administrator" in text_of(lost)
+
+
 async def test_slack_429_during_a_burst_is_honoured_and_nothing_is_lost(fleet: Fleet) -> None:
     tenants = [fleet.tenant(name=f"Burst {n}") for n in range(3)]
     for scenario in tenants:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.drift.model import ChangeKind, Snapshot, acknowledge, observe
+from bot.drift.model import ENDING_NOTICE, ChangeKind, Snapshot, acknowledge, observe
 from bot.readiness.model import CheckGroup, CheckItem, CheckStatus, Report, TenantInfo, Verdict
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -106,3 +106,29 @@ def test_reports_and_snapshots_are_stored_packed_about_tenfold_smaller() -> None
     text = snapshot.model_dump_json()
     assert unpack(pack(text)) == text and unpack(text.encode()) == text  # older plain JSON still reads
     assert len(pack(text)) * 5 < len(text)
+
+
+def test_a_role_ending_within_the_notice_is_said_once_then_its_loss_is_drift() -> None:
+    def with_end(end: datetime | None, status: CheckStatus = OK) -> Report:
+        base = report(Verdict.ready, **{"Security Administrator": status})
+        return base.model_copy(update={"role_ends": {"Security Administrator": end.isoformat()} if end else {}})
+
+    end = T0 + timedelta(days=20)
+    first, baseline = observe(None, with_end(end), now=T0)
+    assert baseline.kind is ChangeKind.baseline
+    quiet, change = observe(first, with_end(end), now=T0 + timedelta(days=1))
+    assert change.kind is ChangeKind.none, "20 days away: not yet"
+    told, change = observe(quiet, with_end(end), now=end - ENDING_NOTICE)
+    assert change.kind is ChangeKind.changed and change.announce and not change.items
+    assert [(e.catalog_name, e.end) for e in change.ending] == [("Security Administrator", end)]
+    again, change = observe(told, with_end(end), now=end - timedelta(days=3))
+    assert change.kind is ChangeKind.none, "said once"
+    later = end + timedelta(days=10)  # an administrator extended it: news again when it comes near
+    extended, change = observe(again, with_end(later), now=end - timedelta(days=2))
+    assert [e.end for e in change.ending] == [later]
+    lost, change = observe(extended, with_end(None, FAIL), now=later + timedelta(hours=1))
+    assert [(i.check, i.after) for i in change.drifted] == [("graph.Security Administrator", FAIL)]
+    assert change.ending == () and lost.ends_told == {}, "a past end is forgotten"
+    acked = acknowledge(told, "C0ACK", "U1", "known", now=T0)
+    _, change = observe(acked, with_end(later), now=end - timedelta(days=2))
+    assert change.for_channel(acked.acknowledged_in("C0ACK")) is not None, "an ending is news in every channel"

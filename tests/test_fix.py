@@ -4,6 +4,7 @@ script per plan, parsed with a real PowerShell grammar (tree-sitter-powershell) 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -13,7 +14,7 @@ import tree_sitter
 import tree_sitter_powershell
 
 from bot.microsoft import MicrosoftClients
-from bot.readiness.fix import SOURCES, Plan, PlanRefused, script
+from bot.readiness.fix import SOURCES, Plan, PlanRefused, script, step_done
 from bot.readiness.model import CheckStatus, Report, Verdict
 from bot.readiness.service import ReadinessService
 from bot.store import Cache
@@ -176,10 +177,41 @@ async def test_a_warm_check_reads_role_management_in_its_single_batch(
         assert warm.role_findings == {"Exchange Administrator": "eligible"}
         assert warm.waves == 1 and len(fake.recorded("graph", path=r"\$batch")) == 1
         ready = fake.add_tenant(complete_scenario())
-        assert (await service.check(ready.tenant_id, fresh=True)).waves == 3  # a ready tenant reads nothing more
+        # A ready tenant reads only when its roles end (time-bound assignments), once its app's id is known.
+        assert (await service.check(ready.tenant_id, fresh=True)).waves == 4
     finally:
         await service.aclose()
         await client.aclose()
+
+
+async def test_a_time_bound_role_is_made_permanent_before_it_ends(
+    fake: FakeMicrosoft, service: ReadinessService
+) -> None:
+    scenario = complete_scenario()
+    end = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(days=9)
+    scenario.time_bound(SECURITY_ADMIN, end)
+    report, plan = await plan_for(service, fake, scenario)  # the script parses in PowerShell's grammar
+    assert report.verdict is Verdict.ready and report.role_ends == {"Security Administrator": end.isoformat()}
+    assert ids(plan) == ["roles-time-bound"]
+    permanent = step(plan, "roles-time-bound")
+    assert permanent.items == ["Security Administrator"] and permanent.who == ["Privileged Role Administrator"]
+    assert f"ends {end:%Y-%m-%d %H:%M} UTC" in permanent.wait_note
+    powershell, graph = permanent.commands
+    assert powershell.startswith("New-MgRoleManagementDirectoryRoleAssignmentScheduleRequest -BodyParameter @{"
+                                 "action='adminUpdate'; " f"principalId='{scenario.sp_id}'; "
+                                 f"roleDefinitionId='{SECURITY_ADMIN}'; directoryScopeId='/'")
+    method, url, body = graph.split(" ", 2)
+    assert (method, url) == ("POST", f"{fake.url('graph')}/v1.0/roleManagement/directory/"
+                                     "roleAssignmentScheduleRequests")
+    request = json.loads(body)
+    assert request["action"] == "adminUpdate" and request["scheduleInfo"]["expiration"] == {"type": "noExpiration"}
+    assert request["principalId"] == scenario.sp_id and request["directoryScopeId"] == "/"
+    text = script(plan, generated_at="2026-01-01T00:00:00+00:00")
+    assert "-not $_.EndDateTime" in text, "a role already permanent is left alone (idempotent)"
+    assert step_done(permanent, report) is False, "held today, but the step is done only once it is permanent"
+    scenario.role_ends.clear()  # an administrator made it permanent
+    again, _ = await service.plan(service.request(scenario.tenant_id), fresh=True)
+    assert again.role_ends == {} and step_done(permanent, again) is True
 
 
 async def test_a_role_scoped_to_an_administrative_unit_is_its_own_finding(

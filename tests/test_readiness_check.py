@@ -4,15 +4,19 @@ Graph $batch, Exchange InvokeCommand): what an engineer is told for each kind of
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from bot.microsoft import InvalidTenant, MicrosoftClients
 from bot.readiness.model import CheckStatus, Report, Verdict
 from bot.readiness.service import ReadinessService
+from bot.store import Cache
+from bot.terminal import render_report
 from catalog import Kind, load_catalog
 from tests.fakes.microsoft import FakeMicrosoft, SleepRecorder, TenantScenario, granting, running_fake
 
@@ -61,7 +65,22 @@ def item(report: Report, name: str):  # type: ignore[no-untyped-def]
     return next(i for i in report.items if i.catalog_name == name or i.id == name)
 
 
-async def test_a_fully_granted_tenant_is_ready_in_three_waves_cold(
+@pytest.fixture
+async def cached_service(fake: FakeMicrosoft, sleeps: SleepRecorder, redis_url: str,
+                         redis_prefix: str) -> AsyncIterator[ReadinessService]:
+    """The service as `itdr serve` and the worker run it: with the Redis cache (the app's object id per tenant)."""
+    fake.clear()
+    fake.page_size = None
+    settings = fake.settings()
+    client = aioredis.Redis.from_url(redis_url)
+    service = ReadinessService(settings, catalog, cache=Cache(client, redis_prefix),
+                               clients=MicrosoftClients(settings, sleep=sleeps))
+    yield service
+    await service.aclose()
+    await client.aclose()
+
+
+async def test_a_fully_granted_tenant_is_ready_in_four_waves_cold(
     fake: FakeMicrosoft, service: ReadinessService
 ) -> None:
     scenario = fake.add_tenant(complete_scenario())
@@ -69,22 +88,78 @@ async def test_a_fully_granted_tenant_is_ready_in_three_waves_cold(
     assert report.verdict is Verdict.ready, [i for i in report.items if i.status is not CheckStatus.passed][:3]
     assert report.satisfied_version == "v6"
     assert report.tenant.name == "Contoso" and report.tenant.domain == scenario.domains[0]
-    assert report.waves == 3  # discovery, tokens, one Graph batch beside the Exchange cmdlets
+    # Discovery, tokens, one Graph batch beside the Exchange cmdlets, then when the app's roles end (a read that
+    # filters on the app's object id, known only from the batch).
+    assert report.waves == 4
     assert report.round_trips == fake.round_trips()
-    assert len(fake.recorded("graph", path=r"\$batch")) == 1
+    assert len(fake.recorded("graph", path=r"\$batch")) == 2
 
 
 async def test_warm_check_costs_one_wave(
-    fake: FakeMicrosoft, service: ReadinessService
+    fake: FakeMicrosoft, cached_service: ReadinessService
 ) -> None:
     scenario = fake.add_tenant(complete_scenario())
-    await service.check(scenario.tenant_id)
+    await cached_service.check(scenario.tenant_id)
     fake.clear()
-    report = await service.check(scenario.tenant_id, fresh=True)
+    report = await cached_service.check(scenario.tenant_id, fresh=True)
     assert report.verdict is Verdict.ready
     assert len(fake.recorded("graph", path=r"\$batch")) == 1
     assert report.waves == 1
     assert fake.token_requests() == []  # tokens came from msal's cache
+
+
+async def test_a_role_held_until_a_date_passes_today_and_says_when_it_ends(
+    fake: FakeMicrosoft, cached_service: ReadinessService
+) -> None:
+    scenario = complete_scenario()
+    security_admin = catalog.get("Security Administrator")
+    assert security_admin is not None and security_admin.ids.template_id
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=12)
+    scenario.time_bound(security_admin.ids.template_id, end)
+    fake.add_tenant(scenario)
+    for fresh in (False, True):  # the first check (cold) and the next (warm: one batch) both see the end
+        report = await cached_service.check(scenario.tenant_id, fresh=fresh)
+        assert report.verdict is Verdict.ready  # nothing is missing today
+        assert report.role_ends == {"Security Administrator": end.isoformat()}
+        held = item(report, "Security Administrator")
+        assert held.status is CheckStatus.passed
+        assert held.detail == (f"Held until {end:%Y-%m-%d %H:%M} UTC, through a time-bound assignment: Huntress "
+                               "loses it then unless the assignment is made permanent.")
+    ends = fake.recorded("graph", path=r"roleAssignmentScheduleInstances", in_batch=True)
+    assert ends and all(r.query.get("$filter") == f"principalId eq '{scenario.sp_id}'" for r in ends)
+    text = render_report(report)
+    assert "! ends" in text and f"Security Administrator: held until {end:%Y-%m-%d %H:%M} UTC" in text
+
+    scenario.role_ends[security_admin.ids.template_id] = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    lapsed = await cached_service.check(scenario.tenant_id, fresh=True)  # Entra removed the expired assignment
+    assert lapsed.verdict is Verdict.blocked and lapsed.role_ends == {}
+    assert item(lapsed, "Security Administrator").status is CheckStatus.failed
+
+
+def test_role_ends_are_read_as_microsoft_writes_them() -> None:
+    """Instances shaped as the response sample of
+    https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignmentscheduleinstances (v1.0): a
+    permanent assignment has "endDateTime": null; the latest end of a role's time-bound ones counts; a role also
+    held permanently, or only at a narrower scope, never ends; an end that cannot be read is not "permanent"."""
+    from bot.microsoft.graph import SubResponse
+    from bot.readiness.collect import Collector
+
+    def instance(role: str, end: str | None, scope: str = "/") -> dict[str, object]:
+        return {"id": f"lAPpYvVpN0KRkAEhdxReEA-{role[:4]}", "principalId": "6be4b305-b75e-4efc-bfcc-31bd3b53a5f8",
+                "roleDefinitionId": role, "directoryScopeId": scope, "appScopeId": None,
+                "startDateTime": None, "endDateTime": end, "assignmentType": "Assigned", "memberType": "Direct"}
+
+    body = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#roleManagement/directory/"
+                              "roleAssignmentScheduleInstances",
+            "value": [instance("aaaa", "2026-12-20T14:00:00Z"), instance("aaaa", "2027-01-02T08:30:00.1234567Z"),
+                      instance("bbbb", "2026-12-20T14:00:00Z"), instance("bbbb", None),
+                      instance("cccc", "2026-12-07T00:00:00Z", scope="/administrativeUnits/x"),
+                      instance("dddd", None), instance("eeee", "not a date")]}
+    reading = Collector._role_ends(SubResponse(id="ends", status=200, body=body))
+    assert reading.known and reading.value == {"aaaa": dt.datetime(2027, 1, 2, 8, 30, 0, 123456, tzinfo=dt.UTC)}
+    refused = Collector._role_ends(SubResponse(id="ends", status=403, body={"error": {
+        "code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}))
+    assert not refused.known and "403" in (refused.error or "")
 
 
 async def test_a_domain_is_accepted_and_resolved(fake: FakeMicrosoft, service: ReadinessService) -> None:
@@ -370,7 +445,7 @@ async def test_waves_and_round_trips_are_counted_per_check_under_concurrency(
 ) -> None:
     tenants = [fake.add_tenant(complete_scenario()) for _ in range(4)]
     reports = await asyncio.gather(*(service.check(t.tenant_id) for t in tenants))
-    assert [r.waves for r in reports] == [3, 3, 3, 3]  # each cold check: discovery, tokens, one batch wave
+    assert [r.waves for r in reports] == [4, 4, 4, 4]  # each cold: discovery, tokens, the batch, role ends
     assert sum(r.round_trips for r in reports) == fake.round_trips()
     assert len({r.round_trips for r in reports}) == 1, "every check counts only its own requests"
 
@@ -382,7 +457,7 @@ async def test_sweeps_ask_graph_for_low_priority(fake: FakeMicrosoft, service: R
     await service.check(scenario.tenant_id, priority=Priority.LOW)
     await service.check(scenario.tenant_id, fresh=True)
     priorities = [r.headers.get("x-ms-throttle-priority") for r in fake.recorded("graph", path=r"\$batch")]
-    assert priorities == ["low", "high"]
+    assert priorities == ["low", "low", "high", "high"]  # each check's two batches (no cache: both cold)
 
 
 async def test_a_login_host_that_never_answers_is_bounded_by_one_deadline(fake: FakeMicrosoft) -> None:

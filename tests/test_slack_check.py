@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -84,6 +85,21 @@ async def test_recheck_replaces_the_report_with_a_fresh_one(
     again = await click(checking_slack, fake_slack, find_button(report["blocks"], "itdr-recheck"))
     assert again["replace_original"] is True
     assert again["blocks"][0]["text"]["text"] == ":white_check_mark: Ready"
+
+
+async def test_a_role_held_until_a_date_is_ready_today_and_says_when_it_ends(
+    microsoft: FakeMicrosoft, checking_slack: SlackSim, fake_slack: FakeSlack
+) -> None:
+    scenario = complete_scenario()
+    end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=5)
+    scenario.time_bound("194ae4cb-b126-40b2-bd5b-6091b380977d", end)  # Security Administrator
+    microsoft.add_tenant(scenario)
+    _, report = await check(checking_slack, fake_slack, f"check {scenario.domains[0]}")
+    blocks = report["blocks"]
+    assert blocks[0]["text"]["text"] == ":white_check_mark: Ready"
+    ending = next(b["text"]["text"] for b in blocks if "Roles that end" in b.get("text", {}).get("text", ""))
+    assert f"`Security Administrator`: held until {end:%Y-%m-%d %H:%M} UTC" in ending
+    assert f"`/itdr fix {scenario.domains[0]}`" in ending
 
 
 async def test_share_posts_the_cached_report_visibly(

@@ -10,13 +10,15 @@ Rules:
 - an item that could not be read keeps its last known status;
 - a snapshot is as of when its report was read: a report read before the last snapshot (a cached one) changes
   nothing, so a drift is never announced twice;
+- a role held through a time-bound assignment is announced once when its end comes within ENDING_NOTICE (again
+  only if the end moves), before it is lost: the loss itself is then drift as usual;
 - an acknowledged drift is not announced again in the channel that acknowledged it until the item recovers (other
   channels watching the tenant are told as usual); snoozing is per channel too (in the store, with a TTL).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from bot.readiness.model import CheckStatus, Report, Verdict
 
 UNKNOWN_STREAK_TO_ANNOUNCE = 2
+#: How long before a time-bound role assignment ends a watching channel hears of it: time for an administrator to
+#: make it permanent (PIM's own expiry reminder is for the assignee; the app has no mailbox).
+ENDING_NOTICE = timedelta(days=14)
 _MISSING = (CheckStatus.failed, CheckStatus.warn)
 
 
@@ -62,6 +67,7 @@ class Snapshot(BaseModel):
     last_good: dict[str, datetime] = {}
     unknown_streak: int = 0
     acknowledged: dict[str, Acknowledgement] = {}  # by channel
+    ends_told: dict[str, datetime] = {}  # check id → the end of its time-bound role already announced
 
     @field_validator("acknowledged", mode="before")
     @classmethod
@@ -99,6 +105,16 @@ class ItemChange(BaseModel):
         return self.after in _MISSING
 
 
+class RoleEnding(BaseModel):
+    """A role held today through a time-bound assignment that ends within ENDING_NOTICE."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: str
+    catalog_name: str
+    end: datetime
+
+
 class Change(BaseModel):
     """The outcome of comparing a report with the last snapshot."""
 
@@ -111,6 +127,7 @@ class Change(BaseModel):
     since: datetime | None = None  # when the previous snapshot was taken (the window for the directory audit)
     at: datetime  # when the report was read
     reason: str | None = None  # why the tenant could not be read, when that is announced (two checks in a row)
+    ending: tuple[RoleEnding, ...] = ()  # roles that will be lost soon (announced once each)
 
     @property
     def drifted(self) -> tuple[ItemChange, ...]:
@@ -131,9 +148,10 @@ class Change(BaseModel):
         items = tuple(i for i in self.items if not (i.drift and i.check in acknowledged.items))
         if items == self.items:
             return self if self.announce else None
-        if not items and self.reason is None:
+        if not items and not self.ending and self.reason is None:
             return None
-        return self.model_copy(update={"items": items, "kind": ChangeKind.changed if items else ChangeKind.unknown})
+        return self.model_copy(update={"items": items, "kind": ChangeKind.changed if items or self.ending
+                                       else ChangeKind.unknown})
 
 
 def read_time(report: Report, now: datetime) -> datetime:
@@ -187,23 +205,41 @@ def observe(previous: Snapshot | None, report: Report, *, now: datetime) -> tupl
         still = tuple(check for check in ack.items if merged.get(check) in _MISSING)
         if still:
             acknowledged[channel] = ack.model_copy(update={"items": still})
+    ending, ends_told = _ending(previous, report, read_at)
     streak = previous.unknown_streak + 1 if unreadable else 0
     reason = (report.common_failure or "Microsoft could not be read") \
         if streak == UNKNOWN_STREAK_TO_ANNOUNCE else None
     snapshot = previous.model_copy(update={
         "name": report.tenant.name or previous.name, "domain": report.tenant.domain or previous.domain,
         "statuses": merged, "titles": {**previous.titles, **titles}, "last_good": last_good,
-        "unknown_streak": streak, "acknowledged": acknowledged,
+        "unknown_streak": streak, "acknowledged": acknowledged, "ends_told": ends_told,
     })
     if not unreadable:
         snapshot = snapshot.model_copy(update={"version": report.catalog_version, "verdict": report.verdict,
                                                "at": read_at})
     elif changes:  # part of it was read and changed: the last verdict no longer holds, and the rest is not known
         snapshot = snapshot.model_copy(update={"verdict": Verdict.unknown})
-    kind = ChangeKind.changed if changes else ChangeKind.unknown if reason else ChangeKind.none
+    kind = ChangeKind.changed if changes or ending else ChangeKind.unknown if reason else ChangeKind.none
     return snapshot, Change(kind=kind, tenant=previous.tenant, label=label, verdict_before=previous.verdict,
                             verdict_after=report.verdict, items=tuple(changes), since=previous.at, at=read_at,
-                            reason=reason)
+                            reason=reason, ending=ending)
+
+
+def _ending(previous: Snapshot, report: Report, read_at: datetime) -> tuple[tuple[RoleEnding, ...],
+                                                                             dict[str, datetime]]:
+    """Roles whose time-bound assignment ends within ENDING_NOTICE and was not announced with this end yet; and
+    what has been announced (ends already past are forgotten)."""
+    told = {check: end for check, end in previous.ends_told.items() if end > read_at}
+    due: list[RoleEnding] = []
+    for item in report.items:
+        raw = report.role_ends.get(item.catalog_name or "")
+        if raw is None or item.catalog_name is None:
+            continue
+        end = datetime.fromisoformat(raw)
+        if end - read_at <= ENDING_NOTICE and told.get(item.id) != end:
+            due.append(RoleEnding(check=item.id, catalog_name=item.catalog_name, end=end))
+            told[item.id] = end
+    return tuple(due), told
 
 
 def acknowledge(snapshot: Snapshot, channel: str, by: str, reason: str, *, now: datetime) -> Snapshot:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from bot.microsoft.errors import ApiError, MicrosoftError
@@ -62,6 +63,19 @@ class ExchangeOutputs(NamedTuple):
 
 
 _API_NAMES = {"graph": "Graph", "exchange": "Exchange"}
+#: The role-management reads (sub-request ids), filtered on the app's object id.
+_ROLE_MANAGEMENT = ("assignments", "eligible", "ends")
+
+
+def _instant(value: object) -> datetime | None:
+    """An OData DateTimeOffset ("2026-12-20T14:00:00Z", up to 7 fractional digits) as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)  # Python 3.11 reads "Z" and any number of fractional digits
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _describe(error: BaseException) -> str:
@@ -187,8 +201,7 @@ class Collector:
         if sp is None:
             return snapshot  # absent or unreadable: nothing is granted to check
         by_sp: dict[str, SubResponse] = {
-            key: responses[key] for key in ("grants", "roles", "delegated", "assignments", "eligible")
-            if key in responses
+            key: responses[key] for key in ("grants", "roles", "delegated", *_ROLE_MANAGEMENT) if key in responses
         }
         retry: list[SubRequest] = []
         if any(not by_sp[key].ok for key in ("grants", "roles")):
@@ -196,15 +209,18 @@ class Collector:
             retry += self._grants_and_roles(f"/servicePrincipals/{sp.id}")
         if known_sp_id != sp.id:
             # First check of this tenant, or the app was re-created: what was read by the old id is not its own.
-            by_sp.pop("assignments", None)
-            by_sp.pop("eligible", None)
+            for key in _ROLE_MANAGEMENT:
+                by_sp.pop(key, None)
             await self._remember(sp_key, sp.id, 7 * 24 * 3600)
             if self.cpv_mode:
                 retry.append(self._delegated(sp.id))
             if self._roles_missing(by_sp["roles"]):
-                # Only a role missing from memberOf needs explaining (eligible only? scoped?): a ready tenant's
-                # cold check keeps its waves.
+                # A role missing from memberOf needs explaining (eligible only? scoped?).
                 retry += self._role_management(sp.id)
+            else:
+                # Held roles may still end (time-bound): one more wave on a tenant's first check, never a false
+                # "ready" with a role ending tomorrow.
+                retry += [sub for sub in self._role_management(sp.id) if sub.id == "ends"]
         if retry:
             second = (await waves.run(graph.batch(retry)))[0]
             if isinstance(second, BaseException):
@@ -224,13 +240,17 @@ class Collector:
 
     @staticmethod
     def _role_management(sp_id: str) -> list[SubRequest]:
-        """The app's active role assignments and PIM eligibilities at any scope (both filter on its object id).
-        https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignments and
-        https://learn.microsoft.com/graph/api/rbacapplication-list-roleeligibilityschedules"""
+        """The app's active role assignments, PIM eligibilities and active assignments' schedules (their ends) at
+        any scope, each filtered on its object id.
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignments,
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleeligibilityschedules and
+        https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignmentscheduleinstances (the active
+        assignments, direct or through PIM, with `endDateTime`: null when permanent)"""
         principal = f"?$filter=principalId eq {odata_string(sp_id)}&$select=roleDefinitionId,directoryScopeId"
         return [
             SubRequest("assignments", f"/roleManagement/directory/roleAssignments{principal}"),
             SubRequest("eligible", f"/roleManagement/directory/roleEligibilitySchedules{principal}"),
+            SubRequest("ends", f"/roleManagement/directory/roleAssignmentScheduleInstances{principal},endDateTime"),
         ]
 
     def _roles_missing(self, roles: SubResponse) -> bool:
@@ -378,6 +398,7 @@ class Collector:
                 role.get("roleTemplateId", "") for role in roles.body.get("value") or []
             ))
         snapshot.role_assignments = self._role_assignments(responses)
+        snapshot.role_ends = self._role_ends(responses.get("ends"))
         delegated = responses.get("delegated")
         if delegated is None:
             snapshot.delegated_scopes = Reading(value={})
@@ -409,6 +430,29 @@ class Collector:
                 found.add(RoleAssignment(str(entry.get("roleDefinitionId") or ""),
                                          str(entry.get("directoryScopeId") or "/"), eligible))
         return Reading(value=frozenset(found))
+
+    @staticmethod
+    def _role_ends(response: SubResponse | None) -> Reading[dict[str, datetime]]:
+        """When each role held directory-wide only through time-bound assignments ends (the latest end of its
+        instances at scope "/"); a role with any permanent instance never ends."""
+        if response is None:
+            return Reading.failed("not read")
+        if not response.ok:
+            # Explanatory only, like the eligibility read: the roles themselves were read from memberOf.
+            return Reading.failed(_sub_failed(response, "the app's role assignment schedules").error or "")
+        ends: dict[str, datetime | None] = {}
+        for entry in response.body.get("value") or []:
+            if str(entry.get("directoryScopeId") or "/") != "/":
+                continue
+            template = str(entry.get("roleDefinitionId") or "")
+            end = _instant(entry.get("endDateTime"))
+            if end is None and entry.get("endDateTime"):
+                continue  # an end we cannot read is not "permanent"
+            if template in ends and ends[template] is None:
+                continue  # held permanently as well
+            earlier = ends.get(template)
+            ends[template] = None if end is None else max(end, earlier) if earlier is not None else end
+        return Reading(value={template: end for template, end in ends.items() if end is not None})
 
     # --- Exchange ---------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.microsoft.tenant import admin_consent_url
@@ -196,14 +197,21 @@ def evaluate(
 
     # 2. Permissions and roles, item by item.
     unusable = _unusable_roles(snapshot)
+    ends = snapshot.role_ends.value if snapshot.role_ends.known and snapshot.role_ends.value else {}
     role_findings: dict[str, str] = {}
+    role_ends: dict[str, str] = {}
     for item_plan in plan.items:
         fact = facts.get(item_plan.item.name, (None, None))  # absent only for CPV-only items, not applicable
-        finding = unusable.get(item_plan.item.ids.template_id or "") if fact[0] is False else None
+        template = item_plan.item.ids.template_id or ""
+        finding = unusable.get(template) if fact[0] is False else None
         if finding is not None:
             role_findings[item_plan.item.name] = finding
-        items.append(_check_item(item_plan, fact, snapshot, remedies, tenant_id, sp, no_sp=no_sp,
-                                 cpv_mode=cpv_mode, finding=finding))
+        check_item = _check_item(item_plan, fact, snapshot, remedies, tenant_id, sp, no_sp=no_sp,
+                                 cpv_mode=cpv_mode, finding=finding)
+        if (end := ends.get(template)) is not None and check_item.status is CheckStatus.passed:
+            role_ends[item_plan.item.name] = end.isoformat()
+            check_item = check_item.model_copy(update={"detail": ends_text(end)})
+        items.append(check_item)
 
     # 3. Exchange prerequisites.
     items.append(_boolean_check(
@@ -241,6 +249,7 @@ def evaluate(
         retry_after=snapshot.retry_after,
         app_object_id=sp.id if sp is not None else None,
         role_findings=role_findings,
+        role_ends=role_ends,
         blocking_policies=[BlockingPolicy(id=p.id, name=p.name, targets_service_principals=p.targets_service_principals)
                            for p in _blocking(policies or [])],
     )
@@ -262,6 +271,18 @@ def _unusable_roles(snapshot: TenantSnapshot) -> dict[str, str]:
         if entry.eligible or entry.scope != "/":
             found.setdefault(entry.template_id, ELIGIBLE_ONLY if entry.eligible else entry.scope)
     return found
+
+
+def when_text(end: datetime | str) -> str:
+    """An end as people read it: "2026-12-20 14:00 UTC" (from a datetime or the report's ISO 8601)."""
+    moment = datetime.fromisoformat(end) if isinstance(end, str) else end
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def ends_text(end: datetime) -> str:
+    """What a role held through a time-bound assignment says (the check passes today)."""
+    return (f"Held until {when_text(end)}, through a time-bound assignment: Huntress loses it then unless the "
+            "assignment is made permanent.")
 
 
 def finding_text(finding: str) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.readiness.evaluate import ELIGIBLE_ONLY
+from bot.readiness.evaluate import ELIGIBLE_ONLY, when_text
 from bot.readiness.model import CheckGroup, CheckItem, CheckStatus, Report, Verdict
 from catalog import Catalog, Item
 
@@ -115,6 +116,9 @@ def _q(text: str) -> str:
     return f"'{text}'"
 
 
+_JUSTIFICATION = "Huntress Managed ITDR needs this role permanently"
+
+
 def _comment(text: str) -> str:
     """A line comment: a line break would end it, so none survives."""
     return "# " + " ".join(text.split())
@@ -158,6 +162,7 @@ class Planner:
             self._consent(report, by_id.get("service_principal"), open_items),
             self._hydration(by_id.get("exchange.hydration")),
             *self._roles(report, open_items, sp_id),
+            self._time_bound(report, sp_id),
             self._audit_log(by_id.get("exchange.audit_log")),
             self._role_group(open_items),
             self._licence(by_id.get("licence.p2")),
@@ -300,6 +305,69 @@ class Planner:
             script=script,
         )
 
+    def _time_bound(self, report: Report, sp_id: str | None) -> Step | None:
+        """Roles held through a time-bound assignment: made permanent in place (PIM's adminUpdate with no
+        expiration, https://learn.microsoft.com/graph/api/rbacapplication-post-roleassignmentschedulerequests)."""
+        checks = [c for c in report.items if c.catalog_name in report.role_ends]
+        if not checks:
+            return None
+        principal = sp_id or "<the ITDR app's service principal id>"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        commands: list[str] = []
+        script = [
+            "$instances = @(Get-MgRoleManagementDirectoryRoleAssignmentScheduleInstance -Filter "
+            "\"principalId eq '$ServicePrincipalId'\" -All)",
+        ]
+        for check in checks:
+            item = self._item(check)
+            template = item.ids.template_id if item else None
+            if item is None or template is None:
+                continue
+            ends = when_text(report.role_ends[item.name])
+            commands.append(
+                "New-MgRoleManagementDirectoryRoleAssignmentScheduleRequest -BodyParameter @{action='adminUpdate'; "
+                f"principalId='{principal}'; roleDefinitionId='{template}'; directoryScopeId='/'; "
+                f"justification={_q(_JUSTIFICATION)}; "
+                "scheduleInfo=@{startDateTime=(Get-Date).ToUniversalTime().ToString('o'); "
+                "expiration=@{type='noExpiration'}}}")
+            commands.append(f"POST {self.graph_url}/v1.0/roleManagement/directory/roleAssignmentScheduleRequests "
+                            + _graph_body({"action": "adminUpdate", "principalId": principal,
+                                           "roleDefinitionId": template, "directoryScopeId": "/",
+                                           "justification": _JUSTIFICATION,
+                                           "scheduleInfo": {"startDateTime": now,
+                                                            "expiration": {"type": "noExpiration"}}}))
+            script += [
+                _comment(f"{item.name}: held only until {ends} through a time-bound assignment"),
+                f"if (-not ($instances | Where-Object {{ $_.RoleDefinitionId -eq {_q(template)} -and "
+                "$_.DirectoryScopeId -eq '/' -and -not $_.EndDateTime })) {",
+                f"    if ($PSCmdlet.ShouldProcess({_q(item.name)}, 'Make the assignment permanent')) {{",
+                "        $request = @{",
+                "            action = 'adminUpdate'",
+                "            principalId = $ServicePrincipalId",
+                f"            roleDefinitionId = {_q(template)}",
+                "            directoryScopeId = '/'",
+                f"            justification = {_q(_JUSTIFICATION)}",
+                "            scheduleInfo = @{",
+                "                startDateTime = (Get-Date).ToUniversalTime().ToString('o')",
+                "                expiration = @{ type = 'noExpiration' }",
+                "            }",
+                "        }",
+                "        New-MgRoleManagementDirectoryRoleAssignmentScheduleRequest -BodyParameter $request | Out-Null",
+                "    }",
+                "}",
+            ]
+        first_end = when_text(min(report.role_ends[c.catalog_name or ""] for c in checks))
+        return Step(
+            id="roles-time-bound",
+            title="Make the ITDR app's time-bound role assignments permanent before they end",
+            items=[c.catalog_name or c.title for c in checks], impact=self._impact(checks),
+            who=["Privileged Role Administrator"], action=Action.directory_role, commands=commands,
+            portal="Entra admin center → Identity Governance → Privileged Identity Management → Microsoft Entra "
+                   "roles → Assignments → Active assignments → the ITDR app's row → Update → Permanently assigned",
+            wait_note=f"none; the first assignment ends {first_end}, and the role is lost then",
+            checks=[c.id for c in checks], purposes=self._purposes(checks), script=script,
+        )
+
     # --- Exchange -------------------------------------------------------------------------------
 
     def _hydration(self, check: CheckItem | None) -> Step | None:
@@ -438,11 +506,13 @@ def _ordered(steps: list[Step]) -> list[Step]:
 
 
 def step_done(step: Step, report: Report) -> bool | None:
-    """Whether a fresh report shows the step done (every check it fixes passing); None for informational steps."""
+    """Whether a fresh report shows the step done (every check it fixes passing, no role of it held only until a
+    date); None for informational steps."""
     if not step.checks:
         return None
     by_id = {item.id: item.status for item in report.items}
-    return all(by_id.get(check) in (CheckStatus.passed, CheckStatus.not_applicable) for check in step.checks)
+    return (all(by_id.get(check) in (CheckStatus.passed, CheckStatus.not_applicable) for check in step.checks)
+            and not any(name in report.role_ends for name in step.items))
 
 
 def script(plan: Plan, *, generated_at: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -87,6 +88,9 @@ class TenantSnapshot:
     # from memberOf. Read only when they can explain something; "not read" then leaves the role plainly missing.
     role_assignments: Reading[frozenset[RoleAssignment]] = field(
         default_factory=lambda: Reading.failed("not read"))
+    # Roles the app holds directory-wide only through time-bound assignments (template id → when the last one
+    # ends): Huntress loses them then. Read with the role-management reads; "not read" says nothing of an end.
+    role_ends: Reading[dict[str, datetime]] = field(default_factory=lambda: Reading.failed("not read"))
     p2_licensed: Reading[bool] = field(default_factory=lambda: Reading.failed("not read"))
     conditional_access: Reading[list[ConditionalAccessPolicy]] = field(
         default_factory=lambda: Reading.failed("not read")
@@ -226,6 +230,9 @@ class Report(BaseModel):
     # Directory roles (catalog names) the app has in a form Huntress cannot use: "eligible" (PIM eligible only)
     # or the narrower scope of its active assignment (e.g. "/administrativeUnits/{id}").
     role_findings: dict[str, str] = {}
+    # Directory roles (catalog names) held now but only through time-bound assignments, with when Huntress loses
+    # each (ISO 8601, UTC): the check passes today and says when it will not.
+    role_ends: dict[str, str] = {}
     # Enabled blocking Conditional Access policies with a broad scope (what policy.conditional_access warns of).
     blocking_policies: list[BlockingPolicy] = []
 

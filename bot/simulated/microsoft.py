@@ -497,6 +497,9 @@ class TenantScenario:
     # at a narrower scope (template id -> directoryScopeId, e.g. "/administrativeUnits/{id}").
     eligible_roles: list[str] = field(default_factory=list)
     scoped_roles: dict[str, str] = field(default_factory=dict)
+    # Roles of `directory_roles` held through a time-bound active assignment: template id -> when it ends. Past
+    # its end the assignment is gone, as Entra removes an expired one.
+    role_ends: dict[str, dt.datetime] = field(default_factory=dict)
     p2_licence: bool = True
     ca_policies: list[dict[str, Any]] = field(default_factory=list)
     security_defaults: bool = False
@@ -549,6 +552,17 @@ class TenantScenario:
         """PIM: the role stops being active and becomes an eligible assignment (as an admin converting it does)."""
         self.directory_roles = [t for t in self.directory_roles if t != template_id]
         self.eligible_roles.append(template_id)
+
+    def time_bound(self, template_id: str, end: dt.datetime) -> None:
+        """The role's active assignment is time-bound (PIM "Assignment type: Active", with an end date)."""
+        if template_id not in self.directory_roles:
+            self.directory_roles.append(template_id)
+        self.role_ends[template_id] = end
+
+    def held_roles(self) -> list[str]:
+        """The active, directory-wide roles right now (a time-bound one past its end is no longer held)."""
+        now = dt.datetime.now(dt.UTC)
+        return [t for t in self.directory_roles if t not in self.role_ends or self.role_ends[t] > now]
 
     def scope_role(self, template_id: str, directory_scope_id: str | None = None) -> str:
         """The role's active assignment moves to an administrative unit; returns its directoryScopeId."""
@@ -1536,6 +1550,10 @@ class FakeMicrosoft:
             expand = "roleDefinition" in query.get("$expand", "")
             items = self._role_assignments(scenario, expand)
             return self._collection(f"{ctx}roleManagement/directory/roleAssignments", items, path, query, flt)
+        if rest == "/roleManagement/directory/roleAssignmentScheduleInstances":
+            items = self._role_assignment_schedule_instances(scenario)
+            return self._collection(f"{ctx}roleManagement/directory/roleAssignmentScheduleInstances", items, path,
+                                    query, flt)
         if rest == "/roleManagement/directory/roleEligibilitySchedules":
             items = self._role_eligibility_schedules(scenario)
             return self._collection(f"{ctx}roleManagement/directory/roleEligibilitySchedules", items, path, query,
@@ -1741,14 +1759,14 @@ class FakeMicrosoft:
                 "displayName": ENTRA_ROLES.get(template, "Custom role"),
                 "roleTemplateId": template,
             }
-            for template in scenario.directory_roles
+            for template in scenario.held_roles()
         ]
 
     def _role_assignments(self, scenario: TenantScenario, expand: bool) -> list[dict[str, Any]]:
         """Active assignments, shaped as the sample of
         https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignments (microsoft-apis.md 1.4)."""
         items = []
-        holders = [(scenario.sp_id, t, "/") for t in scenario.directory_roles] if scenario.sp_exists else []
+        holders = [(scenario.sp_id, t, "/") for t in scenario.held_roles()] if scenario.sp_exists else []
         if scenario.sp_exists:
             holders += [(scenario.sp_id, t, scope) for t, scope in scenario.scoped_roles.items()]
         # A Global Administrator held by someone else, so a missing principalId filter shows up.
@@ -1768,6 +1786,31 @@ class FakeMicrosoft:
                     "templateId": template,
                 }
             items.append(item)
+        return items
+
+    def _role_assignment_schedule_instances(self, scenario: TenantScenario) -> list[dict[str, Any]]:
+        """Active assignments, direct or through PIM, with their ends (null: permanent), shaped as the response
+        sample of https://learn.microsoft.com/graph/api/rbacapplication-list-roleassignmentscheduleinstances
+        (v1.0; the sample's time-less assignments have "startDateTime": null, "assignmentType": "Assigned")."""
+        items = []
+        for item in self._role_assignments(scenario, expand=False):
+            template, principal = item["roleDefinitionId"], item["principalId"]
+            own = principal == scenario.sp_id and item["directoryScopeId"] == "/"
+            end = scenario.role_ends.get(template) if own else None
+            start = None if end is None else end - dt.timedelta(days=30)
+            items.append({
+                "id": item["id"],
+                "principalId": principal,
+                "roleDefinitionId": template,
+                "directoryScopeId": item["directoryScopeId"],
+                "appScopeId": None,
+                "startDateTime": None if start is None else start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "endDateTime": None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "assignmentType": "Assigned",
+                "memberType": "Direct",
+                "roleAssignmentOriginId": item["id"],
+                "roleAssignmentScheduleId": item["id"],
+            })
         return items
 
     def _role_eligibility_schedules(self, scenario: TenantScenario) -> list[dict[str, Any]]:

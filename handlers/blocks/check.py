@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from bot.readiness.evaluate import when_text
 from bot.readiness.model import VERDICT_TEXT, CheckGroup, CheckItem, CheckStatus, Report, Verdict
 from handlers.blocks.kit import (
     Block,
@@ -118,6 +119,17 @@ def _grouped(items: list[CheckItem], shown_fixes: set[str], start_consent: bool 
     return blocks
 
 
+def _ending_roles(report: Report) -> list[str]:
+    """Roles held today through time-bound assignments: what breaks, and when, before it does."""
+    ending = sorted(report.role_ends.items(), key=lambda pair: pair[1])
+    target = escape(report.tenant.domain or report.tenant.id)
+    return [
+        f":hourglass_flowing_sand: *Roles that end ({len(ending)})*",
+        *(f"`{escape(name)}`: held until {when_text(end)} (a time-bound assignment)" for name, end in ending),
+        f"Huntress loses each role when its assignment ends. _Fix:_ make it permanent (`/itdr fix {target}`).",
+    ]
+
+
 def check_message(
     report: Report, request: AnswerRequest, *, shared_by: str | None = None, start_consent: bool = False
 ) -> Message:
@@ -151,6 +163,9 @@ def check_message(
         explainable = [i for i in per_item if i.status is CheckStatus.failed][:MAX_EXPLAIN_BUTTONS]
         if explainable and not shared_by:
             blocks.append(actions([_explain(i, n) for n, i in enumerate(explainable)], BlockId.CHECK_EXPLAIN))
+
+    if report.role_ends:
+        blocks += [section(chunk) for chunk in chunk_lines(_ending_roles(report))]
 
     passed = sum(1 for i in report.items if i.status is CheckStatus.passed)
     not_applicable = sum(1 for i in report.items if i.status is CheckStatus.not_applicable)

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.drift.audit import Revocations
 from bot.drift.fleet import Fleet, Names
-from bot.drift.model import Change, ChangeKind, ItemChange
+from bot.drift.model import Change, ChangeKind, ItemChange, RoleEnding
 from bot.drift.service import Watching
 from bot.drift.store import WatchedTenant
 from bot.readiness.model import VERDICT_TEXT, Verdict
@@ -47,6 +47,14 @@ def _item_line(change: ItemChange, catalog: Catalog) -> str:
     return line
 
 
+def _ending_line(ending: RoleEnding, catalog: Catalog) -> str:
+    line = f"• `{escape(ending.catalog_name)}` until {slack_date(ending.end)}"
+    item = catalog.get(ending.catalog_name)
+    if item is not None:
+        line += f" — then stops: *{escape(item.impact.capability_title)}*: {escape(item.impact.capability_summary)}"
+    return line
+
+
 def _who_lines(change: Change, who: Revocations | None) -> list[str]:
     if who is None:
         return []
@@ -79,6 +87,7 @@ def drift_message(change: Change, catalog: Catalog, who: Revocations | None = No
         drifted, recovered = change.drifted, change.recovered
         title = (f":rotating_light: Drift: {change.label}" if drifted and not recovered else
                  f":white_check_mark: Recovered: {change.label}" if recovered and not drifted else
+                 f":hourglass_flowing_sand: Roles ending: {change.label}" if not change.items else
                  f":arrows_counterclockwise: Changed: {change.label}")
         body = [f"Verdict: {_verdict(change.verdict_before)} → *{_verdict(change.verdict_after)}*"]
         if drifted:
@@ -87,6 +96,11 @@ def drift_message(change: Change, catalog: Catalog, who: Revocations | None = No
         if recovered:
             body.append(f"*Back ({len(recovered)}):*")
             body += [_item_line(item, catalog) for item in recovered[:MAX_ITEMS_LISTED]]
+        if change.ending:
+            body.append(f"*Ending ({len(change.ending)}):* held through time-bound assignments, lost when they end")
+            body += [_ending_line(ending, catalog) for ending in change.ending[:MAX_ITEMS_LISTED]]
+            body.append("Make them permanent before then: the fix plan has the commands "
+                        f"(`/itdr fix {escape(change.tenant)}`).")
         body += _who_lines(change, who)
         if change.reason:
             body.append(f":grey_question: Part of the tenant could not be read in the last two checks: "
@@ -101,7 +115,7 @@ def drift_message(change: Change, catalog: Catalog, who: Revocations | None = No
         button("Acknowledge", ActionId.DRIFT_ACK, value),
         button("Snooze 24 h", ActionId.DRIFT_SNOOZE, value),
     ], BlockId.DRIFT_ACTIONS))
-    names = ", ".join(i.catalog_name or i.title for i in change.items)
+    names = ", ".join([*(i.catalog_name or i.title for i in change.items), *(e.catalog_name for e in change.ending)])
     text = f"{escape(title.split(' ', 1)[1])}. Verdict {change.verdict_before} → {change.verdict_after}." + \
         (f" {escape(names)}" if names else "")
     return Message(text=text[:3000], blocks=blocks)
@@ -118,12 +132,15 @@ def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
     """Many tenants changed in one sweep for one channel: one message, grouped by what is missing."""
     lost: dict[str, list[str]] = defaultdict(list)
     back: dict[str, list[str]] = defaultdict(list)
+    ending: dict[str, list[str]] = defaultdict(list)
     unknown: list[str] = []
     for change in changes:
         if change.reason:
             unknown.append(change.label)
         for item in change.items:
             (lost if item.drift else back)[item.catalog_name or item.title].append(change.label)
+        for soon in change.ending:
+            ending[soon.catalog_name].append(f"{change.label} ({soon.end:%Y-%m-%d})")
     lines: list[str] = []
     for name, tenants in sorted(lost.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         entry = catalog.get(name)
@@ -131,6 +148,9 @@ def digest_message(changes: Sequence[Change], catalog: Catalog) -> Message:
         lines.append(f"• *Lost* `{escape(name)}` in {len(tenants)}: {escape(', '.join(sorted(tenants)))}{stops}")
     for name, tenants in sorted(back.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         lines.append(f"• *Back* `{escape(name)}` in {len(tenants)}: {escape(', '.join(sorted(tenants)))}")
+    for name, tenants in sorted(ending.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        lines.append(f"• *Ending* `{escape(name)}` (time-bound) in {len(tenants)}: "
+                     f"{escape(', '.join(sorted(tenants)))}")
     if unknown:
         lines.append(f"• *Could not be checked twice in a row* ({len(unknown)}): {escape(', '.join(sorted(unknown)))}")
     blocks: list[Block] = [header(f":rotating_light: Drift in {counted(len(changes), 'tenant')}", BlockId.HEADER)]
