@@ -16,7 +16,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import httpx
@@ -45,11 +45,13 @@ CONTOSO = SampleTenant("contoso.onmicrosoft.com", "Contoso", "2f0b3c7e-6d1a-4c55
 FABRIKAM = SampleTenant("fabrikam.onmicrosoft.com", "Fabrikam", "7c9e6679-7425-40de-944b-e07fc1f90ae7",
                         "blocked: permissions missing")
 NORTHWIND = SampleTenant("northwind.onmicrosoft.com", "Northwind Traders", "a3bb189e-8bf9-4888-9912-ace4e6543002",
-                         "granted as of v5, not v6; Security Administrator only eligible under PIM")
+                         "granted as of v5, not v6; Security Administrator only eligible under PIM,\n"
+                         f"{' ' * 31}Exchange Administrator held until 10 days from now")
 SAMPLES = (CONTOSO, FABRIKAM, NORTHWIND)
 #: What Fabrikam's admin never granted: application permissions, so consenting mends it.
 FABRIKAM_MISSING = ("AuditLog.Read.All", "Policy.Read.All", "User.Read.All")
 NORTHWIND_ELIGIBLE = "Security Administrator"
+NORTHWIND_ENDING = "Exchange Administrator"  # a time-bound assignment: the check and a sweep say when it ends
 
 
 def sample_cloud(catalog: Catalog) -> FakeMicrosoft:
@@ -68,6 +70,9 @@ def sample_cloud(catalog: Catalog) -> FakeMicrosoft:
     role = catalog.get(NORTHWIND_ELIGIBLE)
     if role is not None and role.ids.template_id:
         northwind.make_eligible_only(role.ids.template_id)
+    ending = catalog.get(NORTHWIND_ENDING)
+    if ending is not None and ending.ids.template_id:
+        northwind.time_bound(ending.ids.template_id, datetime.now(UTC) + timedelta(days=10))
     return cloud
 
 

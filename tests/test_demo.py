@@ -45,6 +45,7 @@ async def test_each_sample_tenant_checks_as_the_banner_says() -> None:
     assert fabrikam.startswith("⛔ Blocked") and "✗ AuditLog.Read.All" in fabrikam and "Why it matters" in fabrikam
     assert "✗ Security Administrator" in northwind and "Eligible only (PIM)" in northwind
     assert "✗ AppRoleAssignment.ReadWrite.All" in northwind, "what v6 added is missing: behind a revision"
+    assert "Roles that end (1)" in northwind and "`Exchange Administrator`: held until" in northwind
 
 
 async def test_a_consent_is_requested_approved_by_the_other_approver_granted_and_verified() -> None:
