@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.exceptions import RedisError
-from saq import CronJob, Job, Worker
+from saq import CronJob, Job
 from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
 from slack_sdk.errors import SlackApiError
@@ -322,7 +322,7 @@ async def wait_for_redis(runtime: Runtime, stopping: asyncio.Event) -> bool:
 
 def build_worker(
     runtime: Runtime, queue: PatientQueue, *, timers: PartialTimersDict | None = None, grace_seconds: int = 5
-) -> Worker[Any]:
+) -> PromptWorker:
     settings = runtime.settings
     pacer = ChannelPacer(runtime.state.client, settings.redis_prefix)
     # Posts go through the pacer one attempt at a time: a 429 is rescheduled by the job, never retried unpaced.

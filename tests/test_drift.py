@@ -90,6 +90,8 @@ async def running_worker(settings: Settings, microsoft: FakeMicrosoft, fake: Fak
         worker = build_worker(runtime, queue, grace_seconds=0)
         task = asyncio.create_task(worker.start())
         try:
+            # A test starts by its startup (a revision announced, a promised sweep queued): never before it ran.
+            await asyncio.wait_for(worker.started.wait(), 30)
             yield Fleet(runtime, queue, microsoft, fake)
         finally:
             await worker.stop()

@@ -167,9 +167,11 @@ class PromptWorker(Worker[Any]):
         super().__init__(queue, *args, **kwargs)
         self._patient = queue
         self._upkeep: list[asyncio.Task[None]] = []
+        self.started = asyncio.Event()  # its startup ran (a revision announced, a promised sweep queued)
 
     async def upkeep(self) -> list[asyncio.Task[None]]:
-        self._upkeep = await super().upkeep()
+        self._upkeep = await super().upkeep()  # SAQ starts upkeep right after the startup hooks
+        self.started.set()
         return self._upkeep
 
     async def stop(self) -> None:
