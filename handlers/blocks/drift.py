@@ -233,7 +233,7 @@ def watching_message(channel: str, rows: Sequence[Watching], now: datetime, tota
 
 def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Message:
     text = (f":eyes: <@{by}> asked me to watch *{escape(tenant.label)}* here: I will post when a permission or role "
-            f"it needs is lost or comes back. Current verdict: {_verdict(verdict)}.")
+            f"it needs is lost, comes back or is about to end. Current verdict: {_verdict(verdict)}.")
     return Message(text=f"Watching {escape(tenant.label)} here (verdict {verdict.value}).",
                    blocks=[section(text, block_id=BlockId.BODY)])
 
