@@ -345,6 +345,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         names("Blocked", fleet.blocked)
         names("Not read for more than a day", fleet.stale)
         names("Not read yet", fleet.unread)
+        names("Roles ending within two weeks", fleet.ending)
         return EXIT_OK
 
     return int(_with_runtime(args, Mode.CLI, work))

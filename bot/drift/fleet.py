@@ -66,6 +66,7 @@ class Fleet:
     stale: Names  # read, but not for more than a day
     unread: Names  # watched, never read yet (e.g. imported, no sweep since)
     computed_at: datetime
+    ending: Names = Names()  # a role held through a time-bound assignment ends within two weeks
     generation: int = 0  # the fleet's change counter when it was computed
     current: bool = True  # False: tenants were watched, unwatched or read since (the worker is updating it)
 
@@ -73,7 +74,8 @@ class Fleet:
         return {"tenants": self.tenants, "verdicts": self.verdicts,
                 "top_missing": [{"name": name, "tenants": count} for name, count in self.top_missing],
                 "blocked": list(self.blocked.first), "stale": list(self.stale.first),
-                "not_read_yet": list(self.unread.first), "computed_at": self.computed_at.isoformat()}
+                "not_read_yet": list(self.unread.first), "roles_ending": list(self.ending.first),
+                "computed_at": self.computed_at.isoformat()}
 
     def dump(self) -> str:
         """The stored form (with each list's total)."""
@@ -82,7 +84,8 @@ class Fleet:
 
         return json.dumps({"tenants": self.tenants, "verdicts": self.verdicts, "top_missing": self.top_missing,
                            "blocked": names(self.blocked), "stale": names(self.stale), "unread": names(self.unread),
-                           "computed_at": self.computed_at.isoformat(), "generation": self.generation},
+                           "ending": names(self.ending), "computed_at": self.computed_at.isoformat(),
+                           "generation": self.generation},
                           separators=(",", ":"))
 
     @classmethod
@@ -95,6 +98,7 @@ class Fleet:
         return cls(tenants=int(data["tenants"]), verdicts=dict(data["verdicts"]),
                    top_missing=[(str(n), int(c)) for n, c in data["top_missing"]], blocked=names(data["blocked"]),
                    stale=names(data["stale"]), unread=names(data["unread"]),
+                   ending=names(data.get("ending") or {"total": 0, "first": []}),  # stored before it was kept
                    computed_at=datetime.fromisoformat(data["computed_at"]), generation=int(data["generation"]),
                    current=int(data["generation"]) == generation)
 
@@ -109,9 +113,10 @@ class _Tally:
     blocked: _FirstNames = field(init=False)
     stale: _FirstNames = field(init=False)
     unread: _FirstNames = field(init=False)
+    ending: _FirstNames = field(init=False)
 
     def __post_init__(self) -> None:
-        self.blocked, self.stale, self.unread = (_FirstNames(self.limit) for _ in range(3))
+        self.blocked, self.stale, self.unread, self.ending = (_FirstNames(self.limit) for _ in range(4))
 
     def add(self, tenant: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
         self.tenants += 1
@@ -129,6 +134,9 @@ class _Tally:
             self.blocked.add(label)
         if self.now - datetime.fromisoformat(str(snapshot["at"])) > STALE_AFTER:
             self.stale.add(label)
+        # Ends announced (within ENDING_NOTICE of them) and not past: roles the tenant is about to lose.
+        if any(datetime.fromisoformat(str(end)) > self.now for end in (snapshot.get("ends_told") or {}).values()):
+            self.ending.add(label)
 
 
 async def tally(batches: AsyncIterable[Sequence[tuple[bytes, bytes | None]]], *, now: datetime,
@@ -141,4 +149,4 @@ async def tally(batches: AsyncIterable[Sequence[tuple[bytes, bytes | None]]], *,
             counts.add(json.loads(tenant), json.loads(unpack(snapshot)) if snapshot else None)
     return Fleet(tenants=counts.tenants, verdicts=counts.verdicts, top_missing=counts.missing.most_common(TOP_MISSING),
                  blocked=counts.blocked.done(), stale=counts.stale.done(), unread=counts.unread.done(),
-                 computed_at=now, generation=generation)
+                 ending=counts.ending.done(), computed_at=now, generation=generation)

@@ -194,6 +194,8 @@ def fleet_message(fleet: Fleet) -> Message:
         lines.append(_names_line("Not read for more than a day", fleet.stale))
     if fleet.unread.total:
         lines.append(_names_line("Not read yet", fleet.unread))
+    if fleet.ending.total:
+        lines.append(_names_line("Roles ending within two weeks", fleet.ending))
     blocks: list[Block] = [header("ITDR fleet", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
     if not fleet.current:
