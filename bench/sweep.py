@@ -20,8 +20,9 @@ Processes (each child in its own session, always stopped: on exit, errors, Ctrl-
   bot code) doing per tenant exactly the HTTP requests of a check, `--concurrency` tenants in flight per process,
   1 process beside 1 worker and 2 beside 2 (the same total concurrency). Cold: OIDC discovery, then the Graph and
   Exchange tokens together, then the check's wave; warm (tokens kept from the cold pass): the wave alone, one Graph
-  `$batch` POST with the check's sub-requests (the 6 reads; cold also the 3 resource service principals) and the 3
-  Exchange `InvokeCommand` POSTs, all four at once. Every response is read and parsed and its status checked.
+  `$batch` POST with the check's sub-requests (the 6 reads, warm also the 3 role-management reads filtered on the
+  app's object id taken from the cold pass, as the check caches it; cold also the 3 resource service principals)
+  and the 3 Exchange `InvokeCommand` POSTs, all four at once. Every response is read and parsed and its status checked.
 * `itdr worker` (`python -m bot.cli worker`), 1 and then 2 processes, ITDR_WORKER_CONCURRENCY = `--concurrency`
   each, ITDR_EXCHANGE_CONCURRENCY = their total (the fleet-wide Exchange limit, default 20, would otherwise be the
   limit, and the baseline has none), ITDR_SWEEP_SPREAD_SECONDS=0, the cron sweep far away (1 January), Slack at
@@ -207,8 +208,18 @@ class Requests:
     exchange: str
     client_id: str
     client_secret: str
-    warm_batch: bytes
+    warm_subs: tuple[tuple[str, str], ...]
     cold_batch: bytes
+
+    def warm_batch(self, sp_id: str | None) -> bytes:
+        """The warm batch: with the app's object id cached, the role-management reads ride in it."""
+        subs = list(self.warm_subs)
+        if sp_id:
+            principal = f"?$filter=principalId eq '{sp_id}'&$select=roleDefinitionId,directoryScopeId"
+            subs += [("assignments", f"/roleManagement/directory/roleAssignments{principal}"),
+                     ("eligible", f"/roleManagement/directory/roleEligibilitySchedules{principal}"),
+                     ("ends", f"/roleManagement/directory/roleAssignmentScheduleInstances{principal},endDateTime")]
+        return _batch(subs)
 
     @classmethod
     def of(cls, fake: dict[str, Any]) -> Requests:
@@ -229,13 +240,14 @@ class Requests:
         cold = warm + [(f"res{n}", f"/servicePrincipals(appId='{app}')?$select=id,appId")
                        for n, app in enumerate(resources)]
 
-        def batch(subs: list[tuple[str, str]]) -> bytes:
-            return json.dumps({"requests": [{"id": i, "method": "GET", "url": u} for i, u in subs]},
-                              separators=(",", ":")).encode()
-
         return cls(login=f"https://127.0.0.1:{ports['login']}", graph=f"https://127.0.0.1:{ports['graph']}",
                    exchange=f"https://127.0.0.1:{ports['exchange']}", client_id=fake["client_id"],
-                   client_secret=fake["client_secret"], warm_batch=batch(warm), cold_batch=batch(cold))
+                   client_secret=fake["client_secret"], warm_subs=tuple(warm), cold_batch=_batch(cold))
+
+
+def _batch(subs: list[tuple[str, str]]) -> bytes:
+    return json.dumps({"requests": [{"id": i, "method": "GET", "url": u} for i, u in subs]},
+                      separators=(",", ":")).encode()
 
 
 CMDLETS = (
@@ -271,6 +283,8 @@ async def baseline_main(args: argparse.Namespace) -> None:
         body = await call("POST", f"{asks.login}/{tenant}/oauth2/v2.0/token", "token", data=form)
         return str((body or {}).get("access_token", ""))
 
+    sp_ids: dict[str, str] = {}  # the app's object id per tenant, as the check caches it
+
     async def wave(tenant: str, batch: bytes) -> None:
         graph, exchange = tokens[tenant]
         graph_headers = {"Authorization": f"Bearer {graph}", "Accept": "application/json",
@@ -291,6 +305,8 @@ async def baseline_main(args: argparse.Namespace) -> None:
             for sub in results[0].get("responses") or []:
                 if sub.get("status") != 200:
                     errors[f"sub-request {sub.get('id')} {sub.get('status')}"] += 1
+                elif sub.get("id") == "sp":
+                    sp_ids[tenant] = str((sub.get("body") or {}).get("id") or "")
 
     async def cold(tenant: str) -> None:
         await call("GET", f"{asks.login}/{tenant}/v2.0/.well-known/openid-configuration", "discovery")
@@ -300,7 +316,7 @@ async def baseline_main(args: argparse.Namespace) -> None:
         await wave(tenant, asks.cold_batch)
 
     async def warm(tenant: str) -> None:
-        await wave(tenant, asks.warm_batch)
+        await wave(tenant, asks.warm_batch(sp_ids.get(tenant)))
 
     async def run(each: Any) -> dict[str, Any]:
         errors.clear()
