@@ -21,7 +21,7 @@ from bot.microsoft.http import Priority
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings, load_settings
 from bot.worker import announce_revision, build_worker
-from handlers.blocks.drift import fleet_message
+from handlers.blocks.drift import fleet_message, watching_message
 from tests.fakes.microsoft import GRAPH_APP_ID, FakeMicrosoft, TenantScenario
 from tests.fakes.slack import FakeSlack
 from tests.test_readiness_check import complete_scenario
@@ -328,6 +328,9 @@ async def test_a_role_about_to_end_is_said_once_before_it_is_lost(fleet: Fleet) 
     assert f"/itdr fix {scenario.tenant_id}" in text
     await fleet.sweep()
     assert len(fleet.posts("C0ENDS")) == 1, "said once"
+    (watching,), _ = await fleet.runtime.drift.watching("C0ENDS")
+    assert ":hourglass_flowing_sand: a role ends" in text_of(
+        watching_message("C0ENDS", [watching], datetime.now(UTC)).to_response())
     summary = await fleet.runtime.drift.fleet(datetime.now(UTC))
     assert summary.ending.first == ("Timebound",) and summary.to_json()["roles_ending"] == ["Timebound"]
     assert "*Roles ending within two weeks (1):* Timebound" in text_of(fleet_message(summary).to_response())

@@ -219,6 +219,9 @@ def watching_message(channel: str, rows: Sequence[Watching], now: datetime, tota
             state += f" · snoozed here until {slack_date(row.snoozed_until)}"
         if (ack := row.acknowledged) is not None:
             state += f" · {counted(len(ack.items), 'missing item')} acknowledged here by <@{escape(ack.by)}>"
+        ending = sorted(end for end in (snapshot.ends_told.values() if snapshot else ()) if end > now)
+        if ending:
+            state += f" · :hourglass_flowing_sand: a role ends {slack_date(ending[0])}"
         if broken:
             state += f" · :warning: *broken:* {escape(broken)}"
         name = tenant.name or (snapshot.name if snapshot else None)
