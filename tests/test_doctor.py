@@ -252,6 +252,15 @@ async def test_application_read_not_granted(green: Settings, home: FakeMicrosoft
     assert "Application permissions > Application.Read.All" in credential.fix and "admin consent" in credential.fix
 
 
+async def test_a_redis_far_away_is_a_warning(home: FakeMicrosoft, fake_slack: FakeSlack, good_redis: str) -> None:
+    from tests.test_drift_delivery import SlowLink
+
+    async with SlowLink(good_redis, delay=0.04) as far:  # 80 ms a round trip
+        findings = await doctor.run_checks(settings_for(home, fake_slack, far))
+    redis = line(findings, "redis")
+    assert redis.status is Status.warn and "answers in 8" in redis.detail and "run Redis near the bot" in redis.fix
+
+
 async def test_no_worker_while_tenants_are_watched(home: FakeMicrosoft, fake_slack: FakeSlack) -> None:
     with own_redis(*GOOD_REDIS) as url:
         settings = settings_for(home, fake_slack, url)

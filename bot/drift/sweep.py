@@ -257,6 +257,10 @@ async def sweep_now(queue: RedisQueue, store: DriftStore, settings: Settings, *,
                 return SweepStart(running, already_running=True)
             await asyncio.sleep(0.1)
     try:
+        # Looked at again under the claim: a sweep started since the first look, its claim already let go, is the
+        # one (two `itdr sweep` at once both started one without this second look).
+        if claimed and (running := await running_sweep(store, settings, now)) is not None:
+            return SweepStart(running, already_running=True)
         return SweepStart(await start_sweep(queue, store, settings, now=now, spread=spread), already_running=False)
     finally:
         if claimed:
