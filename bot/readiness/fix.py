@@ -265,6 +265,11 @@ class Planner:
                                            for c in scoped if c.catalog_name)),
         ]
 
+    def _role_templates(self, checks: list[CheckItem]) -> list[tuple[Item, str]]:
+        """The catalog's directory roles behind `checks`, each with its template id."""
+        found = [(item, item.ids.template_id) for item in map(self._item, checks) if item is not None]
+        return [(item, template) for item, template in found if template is not None]
+
     def _role_step(self, step_id: str, title: str, checks: list[CheckItem], sp_id: str | None,
                    note: str | None = None) -> Step | None:
         if not checks:
@@ -275,11 +280,7 @@ class Planner:
             "$assigned = @(Get-MgRoleManagementDirectoryRoleAssignment -Filter "
             "\"principalId eq '$ServicePrincipalId'\" -All)",
         ]
-        for check in checks:
-            item = self._item(check)
-            template = item.ids.template_id if item else None
-            if item is None or template is None:
-                continue
+        for item, template in self._role_templates(checks):
             commands.append(f"New-MgRoleManagementDirectoryRoleAssignment -PrincipalId {principal} "
                             f"-RoleDefinitionId {template} -DirectoryScopeId '/'")
             commands.append(f"POST {self.graph_url}/v1.0/roleManagement/directory/roleAssignments " + _graph_body(
@@ -318,11 +319,7 @@ class Planner:
             "$instances = @(Get-MgRoleManagementDirectoryRoleAssignmentScheduleInstance -Filter "
             "\"principalId eq '$ServicePrincipalId'\" -All)",
         ]
-        for check in checks:
-            item = self._item(check)
-            template = item.ids.template_id if item else None
-            if item is None or template is None:
-                continue
+        for item, template in self._role_templates(checks):
             ends = when_text(report.role_ends[item.name])
             commands.append(
                 "New-MgRoleManagementDirectoryRoleAssignmentScheduleRequest -BodyParameter @{action='adminUpdate'; "
