@@ -362,6 +362,7 @@ class Planner:
             portal="Entra admin center → Identity Governance → Privileged Identity Management → Microsoft Entra "
                    "roles → Assignments → Active assignments → the ITDR app's row → Update → Permanently assigned",
             wait_note=f"none; the first assignment ends {first_end}, and the role is lost then",
+            wait_source="https://learn.microsoft.com/graph/api/rbacapplication-post-roleassignmentschedulerequests",
             checks=[c.id for c in checks], purposes=self._purposes(checks), script=script,
         )
 
