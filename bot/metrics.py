@@ -35,6 +35,9 @@ ANNOUNCEMENTS_WAITING = Gauge("itdr_announcement_channels_waiting",
                               "Channels with drift or revision announcements Slack has not accepted yet")
 ANNOUNCEMENT_AGE_SECONDS = Gauge("itdr_announcement_oldest_wait_seconds",
                                  "How long the oldest announcement not yet accepted by Slack has waited")
+TENANTS = Gauge("itdr_tenants", "Watched tenants by their last verdict (from the fleet summary)", ["verdict"])
+TENANTS_ROLES_ENDING = Gauge("itdr_tenants_roles_ending",
+                             "Watched tenants holding a role whose time-bound assignment ends within two weeks")
 
 #: Statuses told apart; any other is counted by its class (2xx, 4xx, 5xx), so the label set stays small.
 _EXACT_STATUSES = frozenset({400, 401, 403, 404, 429, 500, 502, 503, 504})

@@ -101,6 +101,17 @@ class OpsMonitor:
         elif job.function == JobName.CHECK.value and complete and (job.kwargs or {}).get("sweep"):
             metrics.SWEEP_TENANTS.inc()
 
+    async def update_gauges(self) -> None:
+        """What the fleet and the announcements look like, for /metrics (each worker, every pass)."""
+        waiting, since = await self.runtime.drift.outbox_backlog()
+        metrics.ANNOUNCEMENTS_WAITING.set(waiting)
+        metrics.ANNOUNCEMENT_AGE_SECONDS.set((self.clock() - since).total_seconds() if since else 0)
+        fleet = await self.runtime.drift.stored_fleet_summary()  # as the worker's summary job last stored it
+        if fleet is not None:
+            for verdict, count in fleet.verdicts.items():
+                metrics.TENANTS.labels(verdict=verdict).set(count)
+            metrics.TENANTS_ROLES_ENDING.set(fleet.ending.total)
+
     async def _run(self) -> None:
         last_check = 0.0
         loop = asyncio.get_running_loop()
@@ -109,9 +120,7 @@ class OpsMonitor:
                 await self.store.heartbeat(self.clock())
                 if self._queue is not None:
                     metrics.QUEUE_DEPTH.set(await self._queue.count("queued"))
-                waiting, since = await self.runtime.drift.outbox_backlog()
-                metrics.ANNOUNCEMENTS_WAITING.set(waiting)
-                metrics.ANNOUNCEMENT_AGE_SECONDS.set((self.clock() - since).total_seconds() if since else 0)
+                await self.update_gauges()
                 if loop.time() - last_check >= CHECK_SECONDS or not self.first_pass.is_set():
                     last_check = loop.time()
                     await self.check_credentials()

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from bot.drift.store import WatchedTenant
 from bot.drift.sweep import queue_for, start_sweep
 from bot.microsoft.http import Priority
+from bot.ops_monitor import OpsMonitor
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings, load_settings
 from bot.worker import announce_revision, build_worker
@@ -331,7 +333,9 @@ async def test_a_role_about_to_end_is_said_once_before_it_is_lost(fleet: Fleet) 
     (watching,), _ = await fleet.runtime.drift.watching("C0ENDS")
     assert ":hourglass_flowing_sand: a role ends" in text_of(
         watching_message("C0ENDS", [watching], datetime.now(UTC)).to_response())
-    summary = await fleet.runtime.drift.fleet(datetime.now(UTC))
+    summary = await fleet.runtime.drift.fleet_summary(datetime.now(UTC))  # computed and stored (a small fleet)
+    await OpsMonitor(fleet.runtime).update_gauges()  # what /metrics says (a worker sets it every pass)
+    assert REGISTRY.get_sample_value("itdr_tenants_roles_ending") == 1
     assert summary.ending.first == ("Timebound",) and summary.to_json()["roles_ending"] == ["Timebound"]
     assert "*Roles ending within two weeks (1):* Timebound" in text_of(fleet_message(summary).to_response())
     scenario.role_ends[security_admin] = datetime.now(UTC) - timedelta(seconds=1)  # the assignment ended

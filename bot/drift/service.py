@@ -306,6 +306,11 @@ class DriftService:
         await self.store.save_fleet_summary(fleet.dump())
         return fleet
 
+    async def stored_fleet_summary(self) -> Fleet | None:
+        """The summary the worker last computed, as stored (never computed here: one read)."""
+        raw, generation = await self.store.fleet_summary()
+        return Fleet.load(raw, generation=generation) if raw is not None else None
+
     async def fleet_summary(self, now: datetime) -> Fleet:
         """For App Home and `/itdr fleet`: the stored summary, one read. A small fleet's out-of-date summary (or a
         fleet's first) is computed on the spot; a big one is shown as of when the worker computed it."""
