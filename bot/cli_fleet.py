@@ -120,7 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _progress_line(progress: Any) -> str:
     if progress.done:
-        return f"Announcing: {progress.pending} still to post ({progress.notified} tenants notified so far)"
+        return f"Announcing: {progress.pending} still to post ({counted(progress.notified, 'tenant')} notified so far)"
     return f"Sweeping: {progress.checked}/{progress.tenants} checked, {progress.changed} changed so far"
 
 

@@ -28,6 +28,7 @@ from bot.signals import run_until_signalled
 from bot.simulated.microsoft import FakeMicrosoft, Fault, TenantScenario, app_permission_grants, granting
 from bot.worker import build_worker
 from catalog import Catalog, Kind, load_catalog
+from catalog.words import counted
 
 APPROVER = "U0AVERY"  # the second approver the demo plays (a requester never approves their own request)
 SWEEP_SECONDS = 60
@@ -242,7 +243,7 @@ class DemoSession:
                 return
             await asyncio.sleep(0.2)
         unread = f", {progress.unknown} could not be read" if progress.unknown else ""
-        self.console.print(f"(swept {progress.checked} of {progress.tenants} watched tenants: "
+        self.console.print(f"(swept {progress.checked} of {counted(progress.tenants, 'watched tenant')}: "
                            f"{progress.changed} changed{unread})")
         await self.console.collect(quiet=True)
 

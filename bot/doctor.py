@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from bot import ops
 from bot.settings import Settings, load_settings, validation_problems
 from bot.store import RedisConnections, StateUnavailable
+from catalog.words import counted
 
 #: Slack refuses requests whose timestamp is this far off (https://api.slack.com/authentication/verifying-requests-from-slack).
 SLACK_SKEW_LIMIT_SECONDS = 300
@@ -323,8 +324,10 @@ async def worker_findings(settings: Settings, redis: RedisConnections, now: dt.d
         gone = (now - last_seen).total_seconds() if last_seen else None
         seen = f"last seen {gone / 60:.0f} min ago" if gone is not None else "none ever seen"
         if watched and (gone is None or gone > WORKER_GONE_SECONDS):
-            findings.append(fail("workers", f"no `itdr worker` is running ({seen}) while {watched} tenants are "
-                                 "watched: nothing is swept, announced or verified", start_worker))
+            are = "is" if watched == 1 else "are"
+            findings.append(fail("workers", f"no `itdr worker` is running ({seen}) while "
+                                 f"{counted(watched, 'tenant')} {are} watched: nothing is swept, announced or verified",
+                                 start_worker))
         else:
             findings.append(warn("workers", f"no `itdr worker` is running ({seen})", start_worker))
     depth = int(info.get("queued") or 0)

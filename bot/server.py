@@ -36,6 +36,7 @@ from bot.probes import ReadinessProbe
 from bot.runtime import Runtime
 from bot.settings import Mode, Settings
 from bot.store import StateUnavailable
+from catalog.words import counted
 from handlers.cards import update_card
 from handlers.plans import mark_consented
 
@@ -161,8 +162,8 @@ async def admin_consent_callback(runtime: Runtime, query: Mapping[str, str]) -> 
                     f"(verdict: {checked.verdict}). The card in Slack shows it.", link=back)
     return page(200, "Consent not verified yet",
                 f"You came back from Microsoft, but a fresh check of {checked.tenant.label} still misses "
-                f"{len(checked.still_missing)} items. New grants can take a few minutes to show: use Verify now on "
-                "the card in Slack.", link=back)
+                f"{counted(len(checked.still_missing), 'item')}. New grants can take a few minutes to show: use "
+                "Verify now on the card in Slack.", link=back)
 
 
 @contextlib.contextmanager

@@ -178,7 +178,8 @@ def render_report(report: Report) -> str:
     common = report.common_failure
     if common:
         unchecked = sum(1 for item in report.items if item.status is CheckStatus.unknown)
-        lines += _wrap(f"{_MARK[CheckStatus.unknown]} unknown", f"{unchecked} checks could not run. {common}")
+        lines += _wrap(f"{_MARK[CheckStatus.unknown]} unknown",
+                       f"{counted(unchecked, 'check')} could not run. {common}")
     for item in sorted(report.items, key=lambda item: _ORDER[item.status]):
         if item.status in (CheckStatus.passed, CheckStatus.not_applicable) or (common and item.status is
                                                                                 CheckStatus.unknown):

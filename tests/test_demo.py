@@ -67,7 +67,7 @@ async def test_a_revoked_permission_is_drift_in_the_next_sweep_naming_who() -> N
     text = await demo("watch contoso.onmicrosoft.com", "sweep",
                       "demo revoke contoso.onmicrosoft.com user.read.all", "sweep")
     assert "This channel now watches Contoso" in text
-    assert "(swept 1 of 1 watched tenants: 0 changed)" in text, "a quiet sweep says so and posts nothing"
+    assert "(swept 1 of 1 watched tenant: 0 changed)" in text, "a quiet sweep says so and posts nothing"
     drift = section(text, "== 🚨 Drift: Contoso ==")
     assert "`User.Read.All` pass → fail" in drift
     assert "Remove app role assignment from service principal (`User.Read.All`) by it-admin@contoso.onmicrosoft.com" \
@@ -135,7 +135,7 @@ async def test_a_microsoft_outage_is_could_not_check_never_ready_and_the_sweep_s
     text = await demo("watch contoso.onmicrosoft.com", "demo outage exchange", "sweep",
                       "check contoso.onmicrosoft.com", "demo outage off", "check contoso.onmicrosoft.com")
     during = section(text, "(simulated: Exchange's admin API now answers 500")
-    assert "(swept 1 of 1 watched tenants: 0 changed, 1 could not be read)" in during
+    assert "(swept 1 of 1 watched tenant: 0 changed, 1 could not be read)" in during
     assert "== ? Could not check everything ==" in during and "this is not a pass" in during
     assert "Could not check: Exchange answered 500 InternalServerError: Simulated outage." in during
     assert "fake" not in during.lower() and "exchange: exchange" not in during.lower()

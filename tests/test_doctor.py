@@ -268,7 +268,7 @@ async def test_no_worker_while_tenants_are_watched(home: FakeMicrosoft, fake_sla
         findings = await doctor.run_checks(settings)
     assert not_ok(findings) == {"workers": Status.fail}
     workers = line(findings, "workers")
-    assert "no `itdr worker` is running (none ever seen) while 1 tenants are watched" in workers.detail
+    assert "no `itdr worker` is running (none ever seen) while 1 tenant is watched" in workers.detail
     assert "start `itdr worker`" in workers.fix
 
 

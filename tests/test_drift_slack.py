@@ -76,9 +76,9 @@ async def test_watch_answers_with_the_verdict_and_says_so_in_the_channel(
     assert await store.channels_of(scenario.tenant_id) == ["C0OTHER", "C111"]
 
     listing, _ = await command(slack, fake_slack, "watching")
-    assert listing == "This channel watches 1 tenants."
+    assert listing == "This channel watches 1 tenant."
     fleet, _ = await command(slack, fake_slack, "fleet")
-    assert fleet.startswith("1 watched tenants; blocked: 0.")
+    assert fleet.startswith("1 watched tenant; blocked: 0.")
 
     gone, _ = await command(slack, fake_slack, f"unwatch {scenario.domains[0]}")
     assert gone == "This channel no longer watches Contoso."
@@ -288,4 +288,4 @@ async def test_the_home_tab_shows_the_fleet(
     await slack.event(slack.home_opened_event())
     (publish,) = await fake_slack.wait_for("views.publish")
     text = json.dumps(publish.args["view"]["blocks"], ensure_ascii=False)
-    assert "ITDR fleet" in text and "*1 watched tenants*" in text and "Ready 1" in text
+    assert "ITDR fleet" in text and "*1 watched tenant*" in text and "Ready 1" in text

@@ -195,7 +195,8 @@ async def test_a_time_bound_role_is_made_permanent_before_it_ends(
     assert ids(plan) == ["directory-roles", "roles-time-bound"]
     permanent = step(plan, "roles-time-bound")
     assert permanent.items == ["Security Administrator"] and permanent.who == ["Privileged Role Administrator"]
-    assert f"ends {end:%Y-%m-%d %H:%M} UTC" in permanent.wait_note
+    assert permanent.wait_note == (f"none; do it before {end:%Y-%m-%d %H:%M} UTC, when the first of these "
+                                   "assignments ends")
     powershell, graph = permanent.commands
     assert powershell.startswith("New-MgRoleManagementDirectoryRoleAssignmentScheduleRequest -BodyParameter @{"
                                  "action='adminUpdate'; " f"principalId='{scenario.sp_id}'; "

@@ -117,7 +117,7 @@ async def test_watching_names_each_tenant_by_name_domain_and_id(
     text = json.dumps(response.json()["blocks"], ensure_ascii=False)
     assert f"*Contoso* · {scenario.domains[0]} · `{scenario.tenant_id}`" in text
     fleet, _ = await command(slack, fake_slack, "fleet")
-    assert fleet.startswith("1 watched tenants; blocked: 0.")
+    assert fleet.startswith("1 watched tenant; blocked: 0.")
 
 
 def test_import_streams_refuses_extra_columns_by_line_and_fleet_pages_its_names(

@@ -361,8 +361,7 @@ class Planner:
             who=["Privileged Role Administrator"], action=Action.directory_role, commands=commands,
             portal="Entra admin center → Identity Governance → Privileged Identity Management → Microsoft Entra "
                    "roles → Assignments → Active assignments → the ITDR app's row → Update → Permanently assigned",
-            wait_note=f"none; the first assignment ends {first_end}, and the role is lost then",
-            wait_source="https://learn.microsoft.com/graph/api/rbacapplication-post-roleassignmentschedulerequests",
+            wait_note=f"none; do it before {first_end}, when the first of these assignments ends",
             checks=[c.id for c in checks], purposes=self._purposes(checks), script=script,
         )
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from bot.readiness.evaluate import when_text
 from bot.readiness.model import VERDICT_TEXT, CheckGroup, CheckItem, CheckStatus, Report, Verdict
+from catalog.words import counted
 from handlers.blocks.kit import (
     Block,
     Message,
@@ -150,7 +151,8 @@ def check_message(
     ]
     if common:
         unchecked = sum(1 for i in report.items if i.status is CheckStatus.unknown)
-        blocks.append(section(f"{MARKS[CheckStatus.unknown]} *{unchecked} checks could not run*\n{escape(common)}"))
+        blocks.append(section(f"{MARKS[CheckStatus.unknown]} *{counted(unchecked, 'check')} could not run*\n"
+                              f"{escape(common)}"))
     blocks += [section(_item_text(item, start_consent)) for item in general]
     if len(per_item) <= MAX_DETAILED:
         for n, item in enumerate(per_item):
@@ -169,8 +171,9 @@ def check_message(
 
     passed = sum(1 for i in report.items if i.status is CheckStatus.passed)
     not_applicable = sum(1 for i in report.items if i.status is CheckStatus.not_applicable)
-    summary = f"{passed} checks passed" + (f", {not_applicable} not applicable (CPV only)" if not_applicable else "")
-    summary += f" · {report.round_trips} Microsoft round trips"
+    summary = f"{counted(passed, 'check')} passed"
+    summary += f", {not_applicable} not applicable (CPV only)" if not_applicable else ""
+    summary += f" · {counted(report.round_trips, 'Microsoft round trip')}"
     if report.checked_at:
         summary += f" · checked {report.checked_at}"
     blocks.append(context(summary, block_id=BlockId.FOOTER))

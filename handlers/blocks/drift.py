@@ -184,7 +184,7 @@ def _names_line(title: str, names: Names) -> str:
 
 def fleet_message(fleet: Fleet) -> Message:
     verdicts = " · ".join(f"{_verdict(Verdict(v))} {n}" for v, n in fleet.verdicts.items())
-    lines = [f"*{fleet.tenants} watched tenants* · {verdicts}"]
+    lines = [f"*{counted(fleet.tenants, 'watched tenant')}* · {verdicts}"]
     if fleet.top_missing:
         lines.append("*Most often missing:* " + ", ".join(f"`{escape(name)}` ({count})"
                                                           for name, count in fleet.top_missing))
@@ -201,7 +201,7 @@ def fleet_message(fleet: Fleet) -> Message:
     if not fleet.current:
         blocks.append(context(f"As of {slack_date(fleet.computed_at)}: tenants changed since, and the worker is "
                               "bringing this summary up to date."))
-    return Message(text=f"{fleet.tenants} watched tenants; blocked: {fleet.blocked.total}.", blocks=blocks)
+    return Message(text=f"{counted(fleet.tenants, 'watched tenant')}; blocked: {fleet.blocked.total}.", blocks=blocks)
 
 
 def watching_message(channel: str, rows: Sequence[Watching], now: datetime, total: int | None = None) -> Message:
@@ -231,9 +231,9 @@ def watching_message(channel: str, rows: Sequence[Watching], now: datetime, tota
         lines.append(f"• {who} — {state}")
     if total > len(rows):
         lines.append(f"…and {total - len(rows)} more (`itdr tenants --json` lists them all).")
-    blocks: list[Block] = [header(f"Watched here: {total} tenants", BlockId.HEADER)]
+    blocks: list[Block] = [header(f"Watched here: {counted(total, 'tenant')}", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
-    return Message(text=f"This channel watches {total} tenants.", blocks=blocks)
+    return Message(text=f"This channel watches {counted(total, 'tenant')}.", blocks=blocks)
 
 
 def watch_confirmation(tenant: WatchedTenant, verdict: Verdict, by: str) -> Message:

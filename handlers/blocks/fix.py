@@ -9,6 +9,7 @@ from datetime import datetime
 
 from bot.readiness.fix import Action, Plan, Step, step_done
 from bot.readiness.model import Report
+from catalog.words import counted
 from handlers.blocks.check import verdict_title
 from handlers.blocks.consent import slack_date
 from handlers.blocks.kit import MAX_SECTION_TEXT, Message, actions, button, context, escape, header, section, truncate
@@ -82,7 +83,7 @@ def plan_message(plan: Plan, *, report: Report | None = None, rechecked_at: date
         buttons.append(button("Start consent", ActionId.FIX_CONSENT.value, value, style="primary"))
     blocks.append(actions(buttons, BlockId.FIX_ACTIONS.value))
     done = sum(1 for s in plan.steps if report is not None and step_done(s, report))
-    text = (f"Fix plan for {plan.tenant_label} ({plan.version}): {len(plan.steps)} steps"
+    text = (f"Fix plan for {plan.tenant_label} ({plan.version}): {counted(len(plan.steps), 'step')}"
             + (f", {done} done after the re-check" if report is not None else ""))
     return Message(text=text, blocks=blocks)
 
@@ -97,8 +98,8 @@ def recheck_summary(plan: Plan, report: Report) -> tuple[int, int, list[str]]:
 def recheck_reply(plan: Plan, report: Report, asked_by: str, *, after_wait: bool) -> Message:
     done, total, missing = recheck_summary(plan, report)
     how = "after Microsoft's wait" if after_wait else "now"
-    text = (f"Re-checked {escape(plan.tenant_label)} {how}, as <@{escape(asked_by)}> asked: {done} of {total} steps "
-            f"done; verdict {verdict_title(report.verdict)}.")
+    text = (f"Re-checked {escape(plan.tenant_label)} {how}, as <@{escape(asked_by)}> asked: {done} of "
+            f"{counted(total, 'step')} done; verdict {verdict_title(report.verdict)}.")
     if missing:
         text += "\nStill missing: " + "; ".join(escape(t) for t in missing[:8])
     return Message(text=truncate(text, MAX_SECTION_TEXT), blocks=[section(truncate(text, MAX_SECTION_TEXT))])
