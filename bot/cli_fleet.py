@@ -282,7 +282,8 @@ def _import(args: argparse.Namespace) -> int:
             counts["good"] += len(batch)
             batch.clear()
             if progress:
-                print(f"\r{counts['good']:,} rows imported…", end="", file=sys.stderr, flush=True)
+                rows_word = "row" if counts["good"] == 1 else "rows"
+                print(f"\r{counts['good']:,} {rows_word} imported…", end="", file=sys.stderr, flush=True)
 
         for row in rows(datetime.now(UTC)):
             batch.append(row)
@@ -303,7 +304,7 @@ def _import(args: argparse.Namespace) -> int:
     if result != EXIT_OK:
         return int(result)
     if counts["bad"] > len(bad):
-        print(f"{path}: and {counts['bad'] - len(bad)} more bad rows", file=sys.stderr)
+        print(f"{path}: and {counted(counts['bad'] - len(bad), 'more bad row')}", file=sys.stderr)
     if args.json:
         print(json.dumps({"imported": counts["good"], "new": counts["new"], "bad": bad,
                           "bad_rows": counts["bad"]}))

@@ -226,8 +226,8 @@ def _expiry(check: str, what: str, end: dt.datetime, now: dt.datetime, fix: str)
     if left <= 0:
         return fail(check, f"the {what} expired on {when}: every check fails with AADSTS7000222", fix)
     if left < EXPIRY_WARN_DAYS:
-        return warn(check, f"the {what} expires on {when}, in {left:.0f} days", fix)
-    return ok(check, f"the {what} expires on {when}, in {left:.0f} days")
+        return warn(check, f"the {what} expires on {when}, in {counted(round(left), 'day')}", fix)
+    return ok(check, f"the {what} expires on {when}, in {counted(round(left), 'day')}")
 
 
 def microsoft_findings(settings: Settings, probe: ops.HomeProbe | None, now: dt.datetime) -> list[Finding]:
@@ -331,7 +331,7 @@ async def worker_findings(settings: Settings, redis: RedisConnections, now: dt.d
         else:
             findings.append(warn("workers", f"no `itdr worker` is running ({seen})", start_worker))
     depth = int(info.get("queued") or 0)
-    findings.append(ok("queue", f"{depth} jobs queued, {info.get('active', 0)} running, "
+    findings.append(ok("queue", f"{counted(depth, 'job')} queued, {info.get('active', 0)} running, "
                     f"{info.get('scheduled', 0)} scheduled"))
     cron = croniter(settings.itdr_sweep_cron, now)
     next_sweep = cron.get_next(dt.datetime)

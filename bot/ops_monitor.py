@@ -31,6 +31,7 @@ from bot import metrics, ops
 from bot.drift.sweep import JobName
 from bot.runtime import Runtime
 from bot.store import StateUnavailable
+from catalog.words import counted
 from handlers.blocks.ops import ops_message
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class OpsMonitor:
                              f"It expired on {_when(end)}: every readiness check and sweep fails (AADSTS7000222).")
         else:
             left = ops.days_left(end, now)
-            title, detail = (f"The checking app's {what} expires in {max(1, round(left))} days",
+            title, detail = (f"The checking app's {what} expires in {counted(max(1, round(left)), 'day')}",
                              f"It ends on {_when(end)}; then every readiness check and sweep fails.")
         await self.notify(notice, ttl, "credential-expiry", title, detail, fix)
 

@@ -20,6 +20,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.logging import register_secrets
+from catalog.words import counted
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -224,7 +225,8 @@ class Settings(BaseSettings):
     def _approvers(cls, value: str) -> str:
         ids = value.replace(",", " ").split()
         if bad := [slack_id for slack_id in ids if not _SLACK_PRINCIPAL.fullmatch(slack_id)]:
-            raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…); {len(bad)} entries are not")
+            raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…); "
+                             f"{counted(len(bad), 'entry', 'entries')} {'is' if len(bad) == 1 else 'are'} not")
         return " ".join(ids)
 
     @field_validator("itdr_sweep_cron")

@@ -220,7 +220,7 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"{'  run':<14}{command}")  # unwrapped: commands must survive copy and paste
         if step.portal:
             lines += _wrap("  portal", step.portal)
-        wait = (f"{step.wait_minutes} minutes: {step.wait_note} ({step.wait_source})" if step.wait_minutes
+        wait = (f"{counted(step.wait_minutes, 'minute')}: {step.wait_note} ({step.wait_source})" if step.wait_minutes
                 else step.wait_note + (f" ({step.wait_source})" if step.wait_source else ""))
         lines += _wrap("  wait", wait)
     if plan.unread:

@@ -77,6 +77,31 @@ def test_counts_agree_with_their_nouns() -> None:
     assert "1 of 1 watched tenant lacks what it adds" in message.text
 
 
+def test_one_of_anything_is_singular_in_every_view() -> None:
+    import datetime as dt
+
+    from bot.consent.store import AuditRecord
+    from bot.drift.fleet import Fleet, Names
+    from bot.drift.service import Watching
+    from bot.drift.store import WatchedTenant
+    from bot.settings import ConfigError, Mode, load_settings
+    from handlers.blocks.consent import audit_message
+    from handlers.blocks.drift import fleet_message, watching_message
+
+    now = dt.datetime.now(dt.UTC)
+    fleet = Fleet(tenants=1, verdicts={"ready": 1}, top_missing=[], blocked=Names(), stale=Names(), unread=Names(),
+                  computed_at=now)
+    assert fleet_message(fleet).text == "1 watched tenant; blocked: 0."
+    tenant = WatchedTenant(id="5f1c2b7e-9a1d-4c3e-8b2f-0d9e8a7c6b51", name="Contoso", added_by="U1", added_at=now)
+    row = Watching(tenant=tenant, snapshot=None, broken=None, snoozed_until=None, channel="C0ONE")
+    assert watching_message("C0ONE", [row], now).text == "This channel watches 1 tenant."
+    with pytest.raises(ConfigError, match="1 entry is not"):
+        load_settings(Mode.CONSOLE, _env_file=None, itdr_approvers="U123 nonsense")
+    record = AuditRecord(at=now.isoformat(), tenant=tenant.id, request_id="r1", action="requested", actor="U1",
+                         detail="")
+    assert audit_message(tenant.id, [record]).text.endswith(": 1 entry.")
+
+
 async def test_a_channel_named_in_watch_is_shown_as_a_channel_mention(
     microsoft: Any, fake_slack: Any, serve_app: Callable[..., Any]
 ) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.readiness.evaluate import ELIGIBLE_ONLY, when_text
 from bot.readiness.model import CheckGroup, CheckItem, CheckStatus, Report, Verdict
 from catalog import Catalog, Item
+from catalog.words import counted
 
 # Microsoft's documentation behind each command, role and wait.
 SOURCES = {
@@ -546,7 +547,7 @@ def script(plan: Plan, *, generated_at: str) -> str:
     for number, step in enumerate(plan.steps, 1):
         lines += ["", _comment(f"Step {number} ({step.id}): {step.title}"),
                   _comment(f"Who: {', '.join(step.who)}. Wait afterwards: "
-                           + (f"{step.wait_minutes} minutes ({step.wait_source})" if step.wait_minutes
+                           + (f"{counted(step.wait_minutes, 'minute')} ({step.wait_source})" if step.wait_minutes
                               else step.wait_note))]
         for item, purpose in step.purposes if step.action is Action.consent else []:
             lines.append(_comment(f"{item}: {purpose}"))

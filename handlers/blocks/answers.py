@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from catalog import DISCREPANCY_LABELS, PRIVILEGE_LABELS, STATUS_LABELS, Diff, DiffLayout, PurposeGroup, diff_layout
+from catalog.words import counted
 from handlers.blocks.kit import (
     MAX_FALLBACK_TEXT,
     MAX_SECTION_TEXT,
@@ -400,7 +401,8 @@ def diff_message(
     if len(pages) > 1:
         blocks.append(
             context(
-                f"Page {page + 1} of {len(pages)} · {len(names)} of {len(layout.names)} changes on this page",
+                f"Page {page + 1} of {len(pages)} · {len(names)} of {counted(len(layout.names), 'change')} on this "
+                "page",
                 block_id=BlockId.FOOTER,
             )
         )

@@ -232,6 +232,6 @@ def audit_message(tenant: str, records: Sequence[AuditRecord]) -> Message:
         lines.append(f"`{at}` *{record.action}* · {actor}{detail} · `{record.request_id}`")
     blocks: list[Block] = [header(f"Audit trail: {truncate(tenant, 120)}", BlockId.HEADER)]
     blocks += [section(chunk) for chunk in chunk_lines(lines)][:45]
-    blocks.append(context(f"The latest {len(records)} entries, oldest first · `itdr audit {escape(tenant)} --json` "
-                          "prints all of them"))
-    return Message(text=f"Audit trail of {escape(tenant)}: {len(records)} entries.", blocks=blocks)
+    blocks.append(context(f"The latest {counted(len(records), 'entry', 'entries')}, oldest first · "
+                          f"`itdr audit {escape(tenant)} --json` prints all of them"))
+    return Message(text=f"Audit trail of {escape(tenant)}: {counted(len(records), 'entry', 'entries')}.", blocks=blocks)
