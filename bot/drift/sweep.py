@@ -179,8 +179,15 @@ class PromptWorker(Worker[Any]):
         self._patient.stopping.set()
         for task in self._upkeep:
             task.cancel()
-        # Not waited for either: an upkeep loop whose cancellation redis-py reported as a fault goes back to its
-        # sleep (up to 25 s) before it sees the worker stopping, and SAQ would wait for it.
+        # An upkeep loop whose cancellation redis-py swallowed finishes its Redis call (a scheduled cron job
+        # written after the worker stopped, seen in the tests) and goes to its sleep (up to 25 s): waited for
+        # briefly, then cancelled in that sleep, so nothing it does outlives `stop`; never left to SAQ's wait.
+        if self._upkeep:
+            _, pending = await asyncio.wait(self._upkeep, timeout=0.2)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
         self.tasks.difference_update(self._upkeep)
         await super().stop()
 
