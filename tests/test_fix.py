@@ -292,8 +292,10 @@ async def test_never_a_plan_from_a_failed_read(
 ) -> None:
     scenario = fake.add_tenant(complete_scenario(audit_log_ingestion=False))
     fault(fake)
-    with pytest.raises(PlanRefused):
+    with pytest.raises(PlanRefused) as refused:
         await service.plan(service.request(scenario.tenant_id), fresh=True)
+    # Callers say "Could not check TENANT: …" themselves: the reason is not prefixed a second time.
+    assert str(refused.value).startswith("Graph answered 503"), str(refused.value)
 
 
 def test_itdr_fix_command_line(

@@ -61,9 +61,13 @@ def _why(item: Item) -> str:
     return f"{item.impact.capability_title}: {item.impact.capability_summary}"
 
 
+#: How an item that could not be read begins its detail (a caller saying "could not check" itself strips it).
+COULD_NOT_CHECK = "Could not check: "
+
+
 def _unknown(check_id: str, title: str, reason: str | None, group: CheckGroup, *, why: str | None = None,
              blocking: bool = False) -> CheckItem:
-    return CheckItem(id=check_id, status=CheckStatus.unknown, title=title, detail=f"Could not check: {reason}",
+    return CheckItem(id=check_id, status=CheckStatus.unknown, title=title, detail=f"{COULD_NOT_CHECK}{reason}",
                      group=group, why=why, blocking=blocking)
 
 
@@ -375,7 +379,7 @@ def _check_item(
     held, alias = fact
     if held is None:
         reason = _reading_for(item, snapshot).error or "no data"
-        return check(status=CheckStatus.unknown, detail=f"Could not check: {reason}", blocking=blocking)
+        return check(status=CheckStatus.unknown, detail=f"{COULD_NOT_CHECK}{reason}", blocking=blocking)
     if held:
         return plan.passed
     if alias:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.readiness.evaluate import ELIGIBLE_ONLY, when_text
+from bot.readiness.evaluate import COULD_NOT_CHECK, ELIGIBLE_ONLY, when_text
 from bot.readiness.model import CheckGroup, CheckItem, CheckStatus, Report, Verdict
 from catalog import Catalog, Item
 from catalog.words import counted
@@ -102,10 +102,12 @@ class PlanRefused(Exception):
 
 
 def failed_read(report: Report) -> str | None:
-    """Why nothing could be read, when the app's service principal itself could not be read."""
+    """Why nothing could be read, when the app's service principal itself could not be read (the reason alone:
+    callers say "could not check TENANT" themselves)."""
     first = next((item for item in report.items if item.id == "service_principal"), None)
     if first is None or first.status is CheckStatus.unknown:
-        return report.common_failure or (first.detail if first else "nothing could be read")
+        reason = report.common_failure or (first.detail if first else "nothing could be read")
+        return reason.removeprefix(COULD_NOT_CHECK)
     return None
 
 
