@@ -123,6 +123,8 @@ def test_a_role_ending_within_the_notice_is_said_once_then_its_loss_is_drift() -
     assert [(e.catalog_name, e.end) for e in change.ending] == [("Security Administrator", end)]
     again, change = observe(told, with_end(end), now=end - timedelta(days=3))
     assert change.kind is ChangeKind.none, "said once"
+    _, change = observe(quiet, with_end(end), now=end + timedelta(minutes=5))
+    assert change.kind is ChangeKind.none, "an end already past (Entra not caught up yet) is not 'ending'"
     later = end + timedelta(days=10)  # an administrator extended it: news again when it comes near
     extended, change = observe(again, with_end(later), now=end - timedelta(days=2))
     assert [e.end for e in change.ending] == [later]

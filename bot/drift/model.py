@@ -236,6 +236,8 @@ def _ending(previous: Snapshot, report: Report, read_at: datetime) -> tuple[tupl
         if raw is None or item.catalog_name is None:
             continue
         end = datetime.fromisoformat(raw)
+        if end <= read_at:
+            continue  # already over (Entra has not removed it yet): its loss is the news, as drift
         if end - read_at <= ENDING_NOTICE and told.get(item.id) != end:
             due.append(RoleEnding(check=item.id, catalog_name=item.catalog_name, end=end))
             told[item.id] = end
